@@ -1,0 +1,78 @@
+"""CyberWorld Storefront: create_app builds the Quart app from configuration."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from quart import Quart, Response, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from storefront import csrf, db
+from storefront.auth import current_customer
+from storefront.blueprints import (
+    account,
+    admin,
+    admin_emails,
+    api,
+    cart,
+    checkout,
+    health,
+    paystack,
+    shop,
+)
+from storefront.config import load_config
+from storefront.extensions import auth_manager, rate_limiter
+from storefront.htmx import is_htmx
+from storefront.lib.money import format_minor
+from storefront.logs import configure_logging
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+ServingHook = Callable[[Quart], AbstractAsyncContextManager[None]]
+
+# Started in this order when serving begins, stopped in reverse: the database first and last.
+SERVING_HOOKS: list[ServingHook] = [db.serve_database]
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Quart:
+    """Build the app: config, extensions, blueprints, error pages and the serving lifespan."""
+    config = load_config(overrides)
+    configure_logging()
+    app = Quart(
+        __name__,
+        template_folder=str(PROJECT_ROOT / "templates"),
+        static_folder=str(PROJECT_ROOT / "static"),
+    )
+    app.config.update(config)
+    auth_manager.init_app(app)
+    rate_limiter.init_app(app)
+    csrf.init_csrf(app)
+    app.jinja_env.filters["money"] = format_minor
+    app.teardown_appcontext(db.close_session)
+
+    for module in (health, shop, cart, api, account, checkout, paystack, admin, admin_emails):
+        app.register_blueprint(module.blueprint)
+
+    app.register_error_handler(HTTPException, _render_http_error)
+
+    @app.context_processor
+    async def inject_customer() -> dict[str, Any]:
+        return {"customer": await current_customer()}
+
+    @app.while_serving
+    async def lifespan() -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for hook in SERVING_HOOKS:
+                await stack.enter_async_context(hook(app))
+            yield
+
+    return app
+
+
+async def _render_http_error(error: HTTPException) -> Response | tuple[str, int]:
+    status = error.code or 500
+    if request.path.startswith("/api/"):
+        return {"error": error.description or error.name}, status  # type: ignore[return-value]
+    template = "errors/fragment.html" if is_htmx() else "errors/page.html"
+    return await render_template(template, error=error, status=status), status

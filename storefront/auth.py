@@ -1,0 +1,64 @@
+"""The signed-in customer, resolved from quart-auth's opaque token, and the access decorators."""
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import ParamSpec, TypeVar
+from urllib.parse import quote
+
+from quart import abort, g, request
+from quart_auth import current_user
+from sqlalchemy import select
+
+from storefront.db import get_session
+from storefront.htmx import navigate
+from storefront.models import User
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def current_customer() -> User | None:
+    """The active user whose auth token is in the cookie, loaded once per request."""
+    if "customer" not in g:
+        auth_token = current_user.auth_id
+        customer = None
+        if auth_token:
+            customer = await get_session().scalar(
+                select(User).where(User.auth_token == auth_token, User.is_active.is_(True))
+            )
+        g.customer = customer
+    return g.customer
+
+
+def login_url() -> str:
+    next_path = request.full_path if request.method == "GET" else request.path
+    return "/login?next=" + quote(next_path.rstrip("?"), safe="/")
+
+
+def login_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Anonymous shoppers go to the login page (HX-Redirect for htmx), then come back."""
+
+    @wraps(view)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        if await current_customer() is None:
+            return await navigate(login_url())  # type: ignore[return-value]
+        return await view(*args, **kwargs)
+
+    wrapper.requires = "login"  # type: ignore[attr-defined]
+    return wrapper
+
+
+def admin_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Admins only: anonymous → login page, a signed-in customer → 403."""
+
+    @wraps(view)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        customer = await current_customer()
+        if customer is None:
+            return await navigate(login_url())  # type: ignore[return-value]
+        if not customer.is_admin:
+            abort(403)
+        return await view(*args, **kwargs)
+
+    wrapper.requires = "admin"  # type: ignore[attr-defined]
+    return wrapper

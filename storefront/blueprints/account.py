@@ -1,0 +1,5 @@
+"""TODO-account"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("account", __name__)

@@ -1,0 +1,5 @@
+"""TODO-admin"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("admin", __name__)

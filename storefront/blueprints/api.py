@@ -1,0 +1,5 @@
+"""TODO-api"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("api", __name__)

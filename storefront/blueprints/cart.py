@@ -1,0 +1,5 @@
+"""TODO-cart"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("cart", __name__)

@@ -1,0 +1,5 @@
+"""TODO-checkout"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("checkout", __name__)

@@ -1,0 +1,5 @@
+"""TODO-paystack"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("paystack", __name__)

@@ -1,0 +1,5 @@
+"""TODO-shop"""
+
+from quart import Blueprint
+
+blueprint = Blueprint("shop", __name__)

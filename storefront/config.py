@@ -1,0 +1,133 @@
+"""Configuration: defaults, the environment names operators know, and production fail-fast."""
+
+import logging
+import os
+import secrets
+from typing import Any
+
+from dotenv import load_dotenv
+
+log = logging.getLogger(__name__)
+
+KNOWN_WEAK_SECRETS = {
+    "",
+    "dev",
+    "secret",
+    "changeme",
+    "change-me",
+    "your-secret-key",
+    "your_secret_key_here",
+    "supersecretkey",
+    "development",
+}
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(RuntimeError):
+    """The configuration is unsafe or incomplete; the message names the variable."""
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from error
+
+
+def normalise_database_url(url: str) -> str:
+    """Map the plain URLs hosting providers hand out onto the async drivers we use."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///") :]
+    return url
+
+
+def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read settings from the environment (and .env), apply overrides, refuse unsafe production."""
+    load_dotenv(override=False)
+    env = os.environ.get("STOREFRONT_ENV") or os.environ.get("FLASK_ENV") or "development"
+    config: dict[str, Any] = {
+        "STOREFRONT_ENV": env,
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or os.environ.get("FLASK_SECRET_KEY"),
+        "DATABASE_URL": os.environ.get("DATABASE_URL", "sqlite+aiosqlite:///storefront.db"),
+        "SHOP_NAME": os.environ.get("SHOP_NAME", "CyberWorld Storefront"),
+        "PAYSTACK_PUBLIC_KEY": os.environ.get("PAYSTACK_PUBLIC_KEY", ""),
+        "PAYSTACK_SECRET_KEY": os.environ.get("PAYSTACK_SECRET_KEY", ""),
+        "PAYSTACK_BASE_URL": os.environ.get("PAYSTACK_BASE_URL", "https://api.paystack.co"),
+        "PAYSTACK_CURRENCY": os.environ.get("PAYSTACK_CURRENCY", "GHS"),
+        "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
+        "MAIL_PORT": _env_int("MAIL_PORT", 0),
+        "MAIL_USE_SSL": _env_bool("MAIL_USE_SSL", False),
+        "MAIL_USE_TLS": _env_bool("MAIL_USE_TLS", False),
+        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME", ""),
+        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD", ""),
+        "MAIL_DEFAULT_SENDER": os.environ.get(
+            "MAIL_DEFAULT_SENDER", "CyberWorld Storefront <shop@localhost>"
+        ),
+        "ADMIN_EMAIL": os.environ.get("ADMIN_EMAIL", ""),
+        "SENDGRID_API_KEY": os.environ.get("SENDGRID_API_KEY", ""),
+        "SENDGRID_BASE_URL": os.environ.get("SENDGRID_BASE_URL", "https://api.sendgrid.com"),
+        "SENTRY_DSN": os.environ.get("SENTRY_DSN", ""),
+        "UPLOAD_FOLDER": os.environ.get("UPLOAD_FOLDER", "static/uploads"),
+        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", ""),
+        "OUTBOX_SENDER_ENABLED": _env_bool("OUTBOX_SENDER_ENABLED", True),
+        "RECONCILER_ENABLED": _env_bool("RECONCILER_ENABLED", True),
+        "RATELIMIT_ENABLED": _env_bool("RATELIMIT_ENABLED", True),
+        "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),
+        "SQLITE_BUSY_TIMEOUT_MS": _env_int("SQLITE_BUSY_TIMEOUT_MS", 30_000),
+        "QUART_AUTH_COOKIE_SECURE": _env_bool("QUART_AUTH_COOKIE_SECURE", env == "production"),
+        "QUART_AUTH_COOKIE_SAMESITE": "Lax",
+        "QUART_AUTH_COOKIE_NAME": "storefront_auth",
+        "SESSION_COOKIE_SECURE": _env_bool("QUART_AUTH_COOKIE_SECURE", env == "production"),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_NAME": "storefront_session",
+        "BACKGROUND_TASK_SHUTDOWN_TIMEOUT": 5,
+        "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
+    }
+    config.update(overrides or {})
+    config["DATABASE_URL"] = normalise_database_url(config["DATABASE_URL"])
+    config["QUART_RATE_LIMITER_ENABLED"] = config["RATELIMIT_ENABLED"]
+    config["PAYSTACK_ENABLED"] = bool(
+        config["PAYSTACK_SECRET_KEY"] and config["PAYSTACK_PUBLIC_KEY"]
+    )
+    _check(config)
+    return config
+
+
+def _check(config: dict[str, Any]) -> None:
+    production = config["STOREFRONT_ENV"] == "production"
+    secret = config.get("SECRET_KEY") or ""
+    if production:
+        if not secret:
+            raise ConfigError("SECRET_KEY is not set; production needs a random key of 32+ chars")
+        if secret.lower() in KNOWN_WEAK_SECRETS or len(secret) < MIN_SECRET_LENGTH:
+            raise ConfigError(
+                f"SECRET_KEY is weak (a known default or under {MIN_SECRET_LENGTH} characters); "
+                "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
+            )
+        wants_paystack = _env_bool("PAYSTACK_ENABLED", False) or bool(
+            config["PAYSTACK_SECRET_KEY"] or config["PAYSTACK_PUBLIC_KEY"]
+        )
+        for name in ("PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY"):
+            if wants_paystack and not config[name]:
+                raise ConfigError(f"Paystack is enabled but {name} is not set")
+        return
+    if not secret:
+        config["SECRET_KEY"] = secrets.token_hex(32)
+        log.warning(
+            "SECRET_KEY is not set: generated a random one for this process only. Sessions and "
+            "logins will not survive a restart or be shared across workers; set SECRET_KEY."
+        )

@@ -1,0 +1,47 @@
+"""One place that decides fragment or page, and how to send a shopper elsewhere."""
+
+from typing import Any
+
+from jinja2_fragments.quart import render_block
+from quart import Response, make_response, redirect, render_template, request
+
+
+def is_htmx() -> bool:
+    """An htmx request that wants a fragment (not a boosted navigation or a history restore)."""
+    return (
+        request.headers.get("HX-Request") == "true"
+        and request.headers.get("HX-Boosted") != "true"
+        and request.headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+async def render_page_or_block(
+    template: str, block: str, status: int = 200, **context: Any
+) -> Response:
+    """The whole page, or only `block` of it for htmx; both vary on HX-Request."""
+    if is_htmx():
+        body = await render_block(template, block, **context)
+    else:
+        body = await render_template(template, **context)
+    response = await make_response(body, status)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+async def render_fragment_or_page(
+    fragment_template: str, page_template: str, status: int = 200, **context: Any
+) -> Response:
+    """A partial template for htmx, the full page otherwise."""
+    template = fragment_template if is_htmx() else page_template
+    response = await make_response(await render_template(template, **context), status)
+    response.headers["Vary"] = "HX-Request"
+    return response
+
+
+async def navigate(url: str) -> Response:
+    """Full navigation: 204 + HX-Redirect for htmx (it ignores 3xx headers), else 303."""
+    if request.headers.get("HX-Request") == "true":
+        response = await make_response("", 204)
+        response.headers["HX-Redirect"] = url
+        return response
+    return redirect(url, 303)
