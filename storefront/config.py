@@ -21,6 +21,7 @@ KNOWN_WEAK_SECRETS = {
     "development",
 }
 MIN_SECRET_LENGTH = 32
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///storefront.db"
 
 
 class ConfigError(RuntimeError):
@@ -54,6 +55,12 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def database_url_from_env() -> str:
+    """DATABASE_URL from the environment (or .env) on its async driver, for the CLI and Alembic."""
+    load_dotenv(override=False)
+    return normalise_database_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
+
+
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read settings from the environment (and .env), apply overrides, refuse unsafe production."""
     load_dotenv(override=False)
@@ -61,12 +68,16 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config: dict[str, Any] = {
         "STOREFRONT_ENV": env,
         "SECRET_KEY": os.environ.get("SECRET_KEY") or os.environ.get("FLASK_SECRET_KEY"),
-        "DATABASE_URL": os.environ.get("DATABASE_URL", "sqlite+aiosqlite:///storefront.db"),
+        "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
         "SHOP_NAME": os.environ.get("SHOP_NAME", "CyberWorld Storefront"),
         "PAYSTACK_PUBLIC_KEY": os.environ.get("PAYSTACK_PUBLIC_KEY", ""),
         "PAYSTACK_SECRET_KEY": os.environ.get("PAYSTACK_SECRET_KEY", ""),
         "PAYSTACK_BASE_URL": os.environ.get("PAYSTACK_BASE_URL", "https://api.paystack.co"),
         "PAYSTACK_CURRENCY": os.environ.get("PAYSTACK_CURRENCY", "GHS"),
+        "PAYSTACK_TIMEOUT_SECONDS": _env_int("PAYSTACK_TIMEOUT_SECONDS", 15),
+        "PAYSTACK_ABANDON_AFTER_MINUTES": _env_int("PAYSTACK_ABANDON_AFTER_MINUTES", 30),
+        "PAYSTACK_RECONCILE_AFTER_MINUTES": _env_int("PAYSTACK_RECONCILE_AFTER_MINUTES", 3),
+        "RECONCILER_INTERVAL_SECONDS": _env_int("RECONCILER_INTERVAL_SECONDS", 60),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
         "MAIL_PORT": _env_int("MAIL_PORT", 0),
         "MAIL_USE_SSL": _env_bool("MAIL_USE_SSL", False),
@@ -83,14 +94,17 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "UPLOAD_FOLDER": os.environ.get("UPLOAD_FOLDER", "static/uploads"),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", ""),
         "OUTBOX_SENDER_ENABLED": _env_bool("OUTBOX_SENDER_ENABLED", True),
+        "OUTBOX_BATCH_SIZE": _env_int("OUTBOX_BATCH_SIZE", 50),
+        "OUTBOX_POLL_SECONDS": _env_int("OUTBOX_POLL_SECONDS", 5),
+        "OUTBOX_CLAIM_SECONDS": _env_int("OUTBOX_CLAIM_SECONDS", 300),
+        "OUTBOX_SEND_CONCURRENCY": _env_int("OUTBOX_SEND_CONCURRENCY", 4),
+        "MAIL_TIMEOUT_SECONDS": _env_int("MAIL_TIMEOUT_SECONDS", 30),
         "RECONCILER_ENABLED": _env_bool("RECONCILER_ENABLED", True),
         "RATELIMIT_ENABLED": _env_bool("RATELIMIT_ENABLED", True),
         "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),
         "SQLITE_BUSY_TIMEOUT_MS": _env_int("SQLITE_BUSY_TIMEOUT_MS", 30_000),
-        "QUART_AUTH_COOKIE_SECURE": _env_bool("QUART_AUTH_COOKIE_SECURE", env == "production"),
         "QUART_AUTH_COOKIE_SAMESITE": "Lax",
         "QUART_AUTH_COOKIE_NAME": "storefront_auth",
-        "SESSION_COOKIE_SECURE": _env_bool("QUART_AUTH_COOKIE_SECURE", env == "production"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_NAME": "storefront_session",
@@ -98,6 +112,13 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
     }
     config.update(overrides or {})
+    # Secure cookies follow the environment the app really runs in (an override included).
+    cookie_secure = config.get(
+        "QUART_AUTH_COOKIE_SECURE",
+        _env_bool("QUART_AUTH_COOKIE_SECURE", config["STOREFRONT_ENV"] == "production"),
+    )
+    config["QUART_AUTH_COOKIE_SECURE"] = cookie_secure
+    config.setdefault("SESSION_COOKIE_SECURE", cookie_secure)
     config["DATABASE_URL"] = normalise_database_url(config["DATABASE_URL"])
     config["QUART_RATE_LIMITER_ENABLED"] = config["RATELIMIT_ENABLED"]
     config["PAYSTACK_ENABLED"] = bool(
@@ -124,6 +145,13 @@ def _check(config: dict[str, Any]) -> None:
         for name in ("PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY"):
             if wants_paystack and not config[name]:
                 raise ConfigError(f"Paystack is enabled but {name} is not set")
+        if not str(config.get("PUBLIC_BASE_URL") or "").startswith(("https://", "http://")):
+            # Reset links, email links and Paystack's callback_url must not come from a
+            # request's Host header, which anyone can set.
+            raise ConfigError(
+                "PUBLIC_BASE_URL is not set; production needs the shop's address, "
+                "like https://shop.example.com"
+            )
         return
     if not secret:
         config["SECRET_KEY"] = secrets.token_hex(32)

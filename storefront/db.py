@@ -1,12 +1,16 @@
 """Engine and sessions: made in the serving lifespan, one session per request."""
 
+import asyncio
+import fcntl
+import os
+import weakref
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from quart import Quart, current_app, g
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -55,12 +59,75 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+class _SQLiteWriterGate:
+    """Queues one engine's writers: an asyncio lock inside the process, a file lock across.
+
+    SQLite admits one writer at a time, and a writer that finds the database locked waits in
+    SQLite's busy handler, which polls with sleeps of up to 100 ms. Tasks of one worker queue on
+    the asyncio lock; worker processes queue on flock(), which wakes the next one as soon as the
+    holder lets go. BEGIN IMMEDIATE still guards against writers that do not use the gate.
+    """
+
+    def __init__(self, database_path: str) -> None:
+        self.lock = asyncio.Lock()
+        self.lock_file = os.open(f"{database_path}.writer-lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        async with self.lock:
+            await self._lock_file()
+            try:
+                yield
+            finally:
+                fcntl.flock(self.lock_file, fcntl.LOCK_UN)
+
+    async def _lock_file(self) -> None:
+        try:
+            fcntl.flock(self.lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        waiting = asyncio.ensure_future(
+            asyncio.to_thread(fcntl.flock, self.lock_file, fcntl.LOCK_EX)
+        )
+        try:
+            await asyncio.shield(waiting)
+        except asyncio.CancelledError:
+            # The thread may still get the lock after we gave up: hand it straight back.
+            waiting.add_done_callback(lambda _: fcntl.flock(self.lock_file, fcntl.LOCK_UN))
+            raise
+
+
+_sqlite_writer_gates: "weakref.WeakKeyDictionary[Engine, _SQLiteWriterGate]" = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sqlite_writer_gate(session: AsyncSession) -> _SQLiteWriterGate | None:
+    bind = session.bind
+    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
+        return None
+    database_path = bind.url.database
+    if not database_path or database_path == ":memory:":
+        return None
+    engine = bind.sync_engine
+    gate = _sqlite_writer_gates.get(engine)
+    if gate is None:
+        gate = _sqlite_writer_gates[engine] = _SQLiteWriterGate(database_path)
+        weakref.finalize(engine, os.close, gate.lock_file)
+    return gate
+
+
 @asynccontextmanager
 async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back."""
-    async with session.begin():
-        await session.connection(execution_options={WRITE_OPTION: True})
-        yield session
+    gate = _sqlite_writer_gate(session)
+    async with AsyncExitStack() as stack:
+        if gate is not None:
+            await stack.enter_async_context(gate.hold())
+        async with session.begin():
+            await session.connection(execution_options={WRITE_OPTION: True})
+            yield session
 
 
 @asynccontextmanager
