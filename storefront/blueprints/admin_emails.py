@@ -1,5 +1,187 @@
-"""TODO-admin_emails"""
+"""Back office for email: the outbox (counts, errors, retry dead rows) and the test email."""
 
-from quart import Blueprint
+import uuid
+from typing import Any
+
+from quart import Blueprint, Response, current_app, flash, request
+from werkzeug.exceptions import BadRequest
+
+from storefront.auth import admin_required, current_customer
+from storefront.db import get_session, write_transaction
+from storefront.htmx import is_htmx, navigate, render_page_or_block
+from storefront.lib.mail import describe_transport, transport_from_config
+from storefront.models import OutboxEmail, utcnow
+from storefront.services.outbox import (
+    OUTBOX_STATUSES,
+    InvalidEmailAddress,
+    normalise_address,
+    queue_email,
+    retry_dead_emails,
+    select_outbox_backlog,
+    select_outbox_emails,
+)
 
 blueprint = Blueprint("admin_emails", __name__)
+
+PAGE_SIZE = 50
+TEST_EMAIL_KEY_PREFIX = "test-email:"
+
+
+def _status_filter(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    if raw not in OUTBOX_STATUSES:
+        raise BadRequest(f"Unknown status {raw!r}: use one of {', '.join(OUTBOX_STATUSES)}.")
+    return raw
+
+
+def _page_number(raw: str | None) -> int:
+    if not raw:
+        return 1
+    if not raw.isdigit() or not 1 <= int(raw) <= 100_000:
+        raise BadRequest("The page must be a whole number from 1.")
+    return int(raw)
+
+
+def _list_url(status: str | None) -> str:
+    return f"/admin/emails?status={status}" if status else "/admin/emails"
+
+
+async def _render_outbox(
+    status: str | None, page: int = 1, http_status: int = 200, **messages: Any
+) -> Response:
+    session = get_session()
+    backlog = await select_outbox_backlog(session, utcnow(), count_sent=True)
+    rows = await select_outbox_emails(
+        session, status, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+    )
+    return await render_page_or_block(
+        "admin/emails.html",
+        "outbox",
+        http_status,
+        backlog=backlog,
+        rows=rows[:PAGE_SIZE],
+        has_next=len(rows) > PAGE_SIZE,
+        page=page,
+        status_filter=status,
+        statuses=OUTBOX_STATUSES,
+        **messages,
+    )
+
+
+async def _after_retry(status: str | None, message: str) -> Response:
+    """htmx: the refreshed list with the message; without JS: flash and back to the list."""
+    if is_htmx():
+        return await _render_outbox(status, notice=message)
+    await flash(message, "ok")
+    return await navigate(_list_url(status))
+
+
+@blueprint.get("/admin/emails")
+@admin_required
+async def emails() -> Response:
+    """The email outbox: counts by status, recent emails, last errors; retry dead ones."""
+    status = _status_filter(request.args.get("status"))
+    return await _render_outbox(status, _page_number(request.args.get("page")))
+
+
+@blueprint.post("/admin/emails/<int:email_id>/retry")
+@admin_required
+async def retry_email(email_id: int) -> Response:
+    """Queue one dead email again with a fresh set of attempts."""
+    status = _status_filter((await request.form).get("status"))
+    session = get_session()
+    await session.commit()  # end the read admin_required began; the write starts afresh
+    async with write_transaction(session):
+        retried = await retry_dead_emails(session, utcnow(), email_id=email_id)
+        current_status = None
+        if not retried:
+            row = await session.get(OutboxEmail, email_id)
+            current_status = row.status if row else None
+    if retried:
+        return await _after_retry(status, f"Email #{email_id} is queued again.")
+    if current_status is None:
+        return await _render_outbox(status, http_status=404, error=f"No email #{email_id}.")
+    return await _render_outbox(
+        status,
+        http_status=409,
+        error=f"Email #{email_id} is {current_status}, not dead: only dead emails are retried.",
+    )
+
+
+@blueprint.post("/admin/emails/retry-dead")
+@admin_required
+async def retry_all_dead() -> Response:
+    """Queue every dead email again."""
+    status = _status_filter((await request.form).get("status"))
+    session = get_session()
+    await session.commit()  # end the read admin_required began; the write starts afresh
+    async with write_transaction(session):
+        retried = await retry_dead_emails(session, utcnow())
+    if not retried:
+        return await _render_outbox(status, http_status=409, error="There are no dead emails.")
+    plural = "email is" if retried == 1 else "emails are"
+    return await _after_retry(status, f"{retried} dead {plural} queued again.")
+
+
+async def _render_test_email(
+    to: str, http_status: int = 200, error: str = "", report: str = ""
+) -> Response:
+    session = get_session()
+    recent = await select_outbox_emails(session, key_prefix=TEST_EMAIL_KEY_PREFIX, limit=5)
+    config = current_app.config
+    return await render_page_or_block(
+        "admin/test_email.html",
+        "form",
+        http_status,
+        to=to,
+        error=error,
+        report=report,
+        recent=recent,
+        transport_description=describe_transport(transport_from_config(config)),
+        sender_running="outbox_sender" in current_app.extensions,
+    )
+
+
+@blueprint.get("/admin/test-email")
+@admin_required
+async def test_email_form() -> Response:
+    """Send a test email to check the mail settings (the form; only the POST sends)."""
+    return await _render_test_email(current_app.config.get("ADMIN_EMAIL") or "")
+
+
+@blueprint.post("/admin/test-email")
+@admin_required
+async def send_test_email() -> Response:
+    """Queue a test email to `to` and say where it will go."""
+    to = ((await request.form).get("to") or "").strip()
+    try:
+        address = normalise_address(to)
+    except InvalidEmailAddress as error:
+        return await _render_test_email(to, http_status=422, error=str(error))
+    admin = await current_customer()
+    assert admin is not None  # admin_required
+    session = get_session()
+    await session.commit()  # end the read admin_required began; the write starts afresh
+    async with write_transaction(session):
+        queued = await queue_email(
+            session,
+            address,
+            "test_email",
+            {"sent_by": admin.email},
+            TEST_EMAIL_KEY_PREFIX + uuid.uuid4().hex,
+        )
+    assert queued is not None  # a fresh random key never collides
+    transport = describe_transport(transport_from_config(current_app.config))
+    if "outbox_sender" in current_app.extensions:
+        when = "The sender in this worker was woken and sends it within seconds"
+    else:
+        when = (
+            "The outbox sender is not running in this process (OUTBOX_SENDER_ENABLED is off), "
+            "so it waits in the outbox until a worker with the sender runs"
+        )
+    report = f"Test email #{queued.id} to {address} is queued. {when}, via {transport}."
+    if is_htmx():
+        return await _render_test_email(address, report=report)
+    await flash(report, "ok")
+    return await navigate("/admin/test-email")
