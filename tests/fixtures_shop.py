@@ -1,1 +1,131 @@
-"""Fixtures for the shop tests."""
+"""Fixtures for the shop tests: catalog rows written the way the back office writes them (each in
+its own transaction, bumping the catalog version), and a counter of SQL statements."""
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from quart import Quart
+from sqlalchemy import event
+
+from storefront.db import sessionmaker_for, write_transaction
+from storefront.models import Category, Product, Slider
+from storefront.services.catalog import bump_catalog_version
+
+
+@pytest.fixture(name="add_category")
+def _add_category(app: Quart) -> Callable[..., Awaitable[Category]]:
+    """Insert a category, committed with a catalog version bump."""
+
+    async def add(name: str = "Phones", slug: str | None = None, position: int = 0) -> Category:
+        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+            category = Category(
+                slug=slug or f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:6]}",
+                name=name,
+                position=position,
+            )
+            db_session.add(category)
+            await bump_catalog_version(db_session)
+        return category
+
+    return add
+
+
+@pytest.fixture(name="add_product")
+def _add_product(app: Quart) -> Callable[..., Awaitable[Product]]:
+    """Insert a product, committed with a catalog version bump."""
+
+    async def add(
+        name: str | None = None,
+        price_minor: int = 10_000,
+        stock: int = 10,
+        is_active: bool = True,
+        category: Category | None = None,
+        description: str = "",
+        image: str = "",
+        slug: str | None = None,
+    ) -> Product:
+        slug = slug or f"item-{uuid.uuid4().hex[:10]}"
+        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+            product = Product(
+                slug=slug,
+                name=name or slug.replace("-", " ").title(),
+                description=description,
+                price_minor=price_minor,
+                stock=stock,
+                image=image,
+                category_id=category.id if category else None,
+                is_active=is_active,
+            )
+            db_session.add(product)
+            await bump_catalog_version(db_session)
+        return product
+
+    return add
+
+
+@pytest.fixture(name="add_products")
+def _add_products(app: Quart) -> Callable[..., Awaitable[list[Product]]]:
+    """Insert `count` active products in one transaction (names "Bulk 001"...)."""
+
+    async def add(count: int, prefix: str = "Bulk", **fields: Any) -> list[Product]:
+        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+            products = [
+                Product(
+                    slug=f"{prefix.lower()}-{number:03d}-{uuid.uuid4().hex[:6]}",
+                    name=f"{prefix} {number:03d}",
+                    description=fields.get("description", ""),
+                    price_minor=fields.get("price_minor", 1_000 + number),
+                    stock=fields.get("stock", 10),
+                    image="",
+                    category_id=fields.get("category_id"),
+                    is_active=True,
+                )
+                for number in range(1, count + 1)
+            ]
+            db_session.add_all(products)
+            await bump_catalog_version(db_session)
+        return products
+
+    return add
+
+
+@pytest.fixture(name="add_slider")
+def _add_slider(app: Quart) -> Callable[..., Awaitable[Slider]]:
+    """Insert a slider, committed with a catalog version bump."""
+
+    async def add(
+        title: str, position: int = 0, is_active: bool = True, link_url: str = ""
+    ) -> Slider:
+        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+            slider = Slider(
+                title=title,
+                subtitle=f"{title} subtitle",
+                image="",
+                link_url=link_url,
+                position=position,
+                is_active=is_active,
+            )
+            db_session.add(slider)
+            await bump_catalog_version(db_session)
+        return slider
+
+    return add
+
+
+@contextmanager
+def counted_statements(app: Quart) -> Iterator[list[str]]:
+    """Collect every SQL statement the app's engine runs inside the block."""
+    statements: list[str] = []
+    engine = app.extensions["db_engine"].sync_engine
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

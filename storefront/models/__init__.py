@@ -2,7 +2,7 @@
 
 from storefront.models.base import Base, utcnow
 from storefront.models.cart import Cart, CartItem
-from storefront.models.catalog import Category, Product, Slider
+from storefront.models.catalog import CatalogVersion, Category, Product, Slider
 from storefront.models.coupon import Coupon, CouponRedemption
 from storefront.models.order import Order, OrderLine
 from storefront.models.outbox import OutboxEmail
@@ -13,6 +13,7 @@ __all__ = [
     "Base",
     "Cart",
     "CartItem",
+    "CatalogVersion",
     "Category",
     "Coupon",
     "CouponRedemption",
