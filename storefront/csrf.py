@@ -38,13 +38,20 @@ def csrf_token() -> str:
     return token
 
 
+def rotate_csrf_token() -> str:
+    """A fresh token at login and logout, so a token known before the change is worthless."""
+    token = secrets.token_urlsafe(32)
+    session[SESSION_KEY] = token
+    return token
+
+
 def _cross_site() -> bool:
     if request.headers.get("Sec-Fetch-Site") == "cross-site":
         return True
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
         return origin == "null"
-    return urlsplit(origin).netloc != request.host
+    return urlsplit(origin).netloc.lower() != request.host.lower()
 
 
 async def check_csrf() -> None:
@@ -62,7 +69,12 @@ async def check_csrf() -> None:
         "multipart/form-data",
     }:
         sent = (await request.form).get(FORM_FIELD)
-    if not expected or not sent or not hmac.compare_digest(str(expected), str(sent)):
+    # Bytes: compare_digest raises TypeError on non-ASCII str, and a header can carry any byte.
+    if (
+        not expected
+        or not sent
+        or not hmac.compare_digest(str(expected).encode(), str(sent).encode())
+    ):
         raise CSRFError()
 
 

@@ -1,7 +1,11 @@
-"""Extension objects, bound to the app in create_app."""
+"""Extensions, made per app: a module-level QuartAuth keeps the first app's cookie settings
+(Secure, SameSite) for every later app, and a shared rate limiter would carry counts between apps
+(the limiter is made in storefront.security.init_security)."""
 
+from quart import Quart
 from quart_auth import QuartAuth
-from quart_rate_limiter import RateLimiter
 
-auth_manager = QuartAuth()
-rate_limiter = RateLimiter()
+
+def init_auth(app: Quart) -> QuartAuth:
+    """quart-auth for this app, reading its QUART_AUTH_* settings."""
+    return QuartAuth(app)

@@ -1,1 +1,181 @@
-"""Fixtures for the accounts tests."""
+"""Fixtures for the accounts tests: form helpers that drive the real pages, a client with no
+pre-seeded CSRF token, reset-link parsing, and a live hypercorn server with Chromium for the
+browser journey."""
+
+import asyncio
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart import Quart
+from quart.testing import QuartClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storefront.models import OutboxEmail
+from tests.conftest import CSRF_TOKEN
+
+NEW_PASSWORD = "a-brand-new-passphrase"
+
+
+async def post_form(client: QuartClient, path: str, form: dict[str, str], **headers: str) -> Any:
+    """POST a form with the client's seeded CSRF token."""
+    return await client.post(path, form={"csrf_token": CSRF_TOKEN, **form}, headers=headers)
+
+
+async def register(
+    client: QuartClient,
+    email: str,
+    password: str = "correct horse battery",
+    name: str = "Ama Mensah",
+    **extra: str,
+) -> Any:
+    return await post_form(
+        client,
+        "/register",
+        {"name": name, "email": email, "password": password, "password_confirm": password, **extra},
+    )
+
+
+async def login(client: QuartClient, email: str, password: str, **extra: str) -> Any:
+    return await post_form(client, "/login", {"email": email, "password": password, **extra})
+
+
+async def logout(client: QuartClient) -> Any:
+    return await post_form(client, "/logout", {})
+
+
+async def reseed_csrf(client: QuartClient) -> None:
+    """Put the known token back after login/logout rotated it."""
+    async with client.session_transaction() as session:
+        session["csrf_token"] = CSRF_TOKEN
+
+
+async def session_csrf_token(client: QuartClient) -> str | None:
+    async with client.session_transaction() as session:
+        return session.get("csrf_token")
+
+
+async def queued_emails(session: AsyncSession, to_address: str) -> list[OutboxEmail]:
+    rows = await session.scalars(
+        select(OutboxEmail).where(OutboxEmail.to_address == to_address).order_by(OutboxEmail.id)
+    )
+    emails = list(rows)
+    await session.commit()
+    return emails
+
+
+RESET_PATH = re.compile(r"https?://[^/\s\"<]+(/password/reset/[A-Za-z0-9_.\-]+)")
+
+
+def reset_path_in(text: str) -> str:
+    """The /password/reset/<token> path of the (first) absolute reset URL in an email body."""
+    found = RESET_PATH.search(text)
+    assert found, f"no reset link in: {text!r}"
+    return found.group(1)
+
+
+@pytest.fixture(name="bare_client")
+def _bare_client(app: Quart) -> QuartClient:
+    """A client whose session holds no CSRF token (as a forged cross-site post would)."""
+    return app.test_client()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_INSTALLED = CHROMIUM.exists()
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@dataclass
+class LiveServer:
+    app: Quart
+    base_url: str
+
+
+@pytest.fixture(name="accounts_live_server")
+async def _accounts_live_server(
+    database_url: str, app_overrides: dict[str, Any]
+) -> AsyncIterator[LiveServer]:
+    """The app served by hypercorn on a free 127.0.0.1 port, in this test's event loop."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from storefront import create_app
+    from storefront.db import make_engine
+    from storefront.models import Base
+    from tests.fixtures_mail import free_port
+
+    engine = make_engine(database_url)
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+    await engine.dispose()
+    app = create_app(
+        {
+            "DATABASE_URL": database_url,
+            "SECRET_KEY": "browser-test-secret-key-0123456789-abcdefghij",
+            "STOREFRONT_ENV": "development",
+            "QUART_AUTH_COOKIE_SECURE": False,
+            "SESSION_COOKIE_SECURE": False,
+            "OUTBOX_SENDER_ENABLED": False,
+            "RECONCILER_ENABLED": False,
+            "MAIL_SERVER": "",
+            "SENDGRID_API_KEY": "",
+            "PAYSTACK_PUBLIC_KEY": "",
+            "PAYSTACK_SECRET_KEY": "",
+            **app_overrides,
+        }
+    )
+    port = free_port()
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    deadline = asyncio.get_running_loop().time() + 15
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if task.done() or asyncio.get_running_loop().time() > deadline:
+                task.result() if task.done() else None
+                raise AssertionError("the live server did not start") from None
+            await asyncio.sleep(0.05)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        break
+    try:
+        yield LiveServer(app, f"http://127.0.0.1:{port}")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+@pytest.fixture(name="chromium_browser")
+async def _chromium_browser() -> AsyncIterator[Any]:
+    """Debian's Chromium through Playwright's async API (never a downloaded browser)."""
+    if not CHROMIUM_INSTALLED:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing and CI=true: browser tests must run")
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run browser tests")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()

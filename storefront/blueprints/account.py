@@ -1,5 +1,284 @@
-"""TODO-account"""
+"""Accounts: sign-up, login and logout, password reset by email, and the account page."""
 
-from quart import Blueprint
+import asyncio
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from quart import Blueprint, Response, current_app, flash, g, request, session, url_for
+from quart_auth import AuthUser, login_user, logout_user
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storefront.auth import current_customer, login_required
+from storefront.csrf import rotate_csrf_token
+from storefront.db import get_session, write_transaction
+from storefront.htmx import navigate, render_page_or_block
+from storefront.models import User
+from storefront.services.cart import count_cart_items, merge_guest_cart
+from storefront.services.outbox import queue_email
+from storefront.services.users import (
+    RESET_TOKEN_MAX_AGE_SECONDS,
+    FormErrors,
+    ResetTokenError,
+    ResetTokenUsed,
+    check_email_address,
+    check_new_password,
+    check_registration,
+    email_is_taken,
+    hash_password,
+    insert_user,
+    make_password_reset_token,
+    password_fingerprint,
+    password_matches,
+    select_user_by_email,
+    select_user_for_reset_token,
+    update_password,
+)
+from storefront.services.wallet import select_wallet
 
 blueprint = Blueprint("account", __name__)
+
+LOGIN_FAILED = "That email and password do not match an account. Check both and try again."
+EMAIL_TAKEN = (
+    "We could not create an account with this email. If it is yours, log in or reset your password."
+)
+NEXT_MAX_LENGTH = 512
+# One reset email per account per five minutes, however often the form is sent.
+RESET_EMAIL_WINDOW_SECONDS = 300
+
+
+class EmailTaken(Exception):
+    """The address already belongs to an account."""
+
+
+def safe_next_path(raw: str | None) -> str | None:
+    """`raw` when it is a path on this site, else None (no //host, scheme, backslash, controls)."""
+    if not raw or len(raw) > NEXT_MAX_LENGTH or not raw.startswith("/") or raw.startswith("//"):
+        return None
+    if "\\" in raw or any(ord(character) < 33 or ord(character) == 127 for character in raw):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return None
+    return raw
+
+
+async def _render_form(template: str, status: int = 200, **context: Any) -> Response:
+    context.setdefault("errors", {})
+    return await render_page_or_block(template, "form", status, **context)
+
+
+async def _carry_cart_over(db_session: AsyncSession, user_id: int) -> tuple[str | None, int]:
+    """Merge the guest cart into the customer's (caller's transaction): (cart token, item count)."""
+    cart = await merge_guest_cart(db_session, session.get("cart_token"), user_id)
+    if cart is None:
+        return None, 0
+    return cart.token, await count_cart_items(db_session, cart.id)
+
+
+def _start_session(auth_token: str, cart_token: str | None, cart_count: int) -> None:
+    """Log in with the opaque auth token, point the session at the cart, rotate the CSRF token."""
+    login_user(AuthUser(auth_token), remember=True)
+    g.pop("customer", None)
+    if cart_token:
+        session["cart_token"] = cart_token
+        session["cart_count"] = cart_count
+    else:
+        session.pop("cart_token", None)
+        session.pop("cart_count", None)
+    rotate_csrf_token()
+
+
+@blueprint.get("/register")
+async def register_form() -> Response:
+    """The sign-up form."""
+    next_path = safe_next_path(request.args.get("next"))
+    if await current_customer() is not None:
+        return await navigate(next_path or "/account")
+    return await _render_form("account/register.html", values={}, next_path=next_path)
+
+
+@blueprint.post("/register")
+async def register() -> Response:
+    """Create the account and its wallet, then log in."""
+    form = await request.form
+    password = form.get("password", "")
+    next_path = safe_next_path(form.get("next"))
+    name, email, errors = check_registration(
+        form.get("name", ""), form.get("email", ""), password, form.get("password_confirm")
+    )
+    values = {"name": form.get("name", ""), "email": form.get("email", "")}
+    if errors:
+        return await _render_form(
+            "account/register.html", 422, errors=errors.messages, values=values, next_path=next_path
+        )
+    password_hash = await asyncio.to_thread(hash_password, password)
+    db_session = get_session()
+    try:
+        async with write_transaction(db_session):
+            if await email_is_taken(db_session, email):
+                raise EmailTaken()
+            user = await insert_user(db_session, email, password_hash, name=name)
+            cart_token, cart_count = await _carry_cart_over(db_session, user.id)
+    except (EmailTaken, IntegrityError):
+        return await _render_form(
+            "account/register.html",
+            422,
+            errors={"email": EMAIL_TAKEN},
+            values=values,
+            next_path=next_path,
+        )
+    _start_session(user.auth_token, cart_token, cart_count)
+    await flash(f"Welcome, {user.name}. Your account is ready.", "ok")
+    return await navigate(next_path or "/account")
+
+
+@blueprint.get("/login")
+async def login_form() -> Response:
+    """The login form; a signed-in visitor goes straight on."""
+    next_path = safe_next_path(request.args.get("next"))
+    if await current_customer() is not None:
+        return await navigate(next_path or "/account")
+    return await _render_form("account/login.html", email="", next_path=next_path)
+
+
+@blueprint.post("/login")
+async def login() -> Response:
+    """Log in; an unknown email and a wrong password get the same answer in the same time."""
+    form = await request.form
+    email = form.get("email", "")
+    next_path = safe_next_path(form.get("next"))
+    db_session = get_session()
+    user = await select_user_by_email(db_session, email) if len(email) <= 254 else None
+    # End the read before hashing: the ~0.1 s scrypt compare holds no transaction open.
+    await db_session.commit()
+    account: User | None = user if user is not None and user.is_active else None
+    password_hash = account.password_hash if account is not None else None
+    matches = await asyncio.to_thread(password_matches, password_hash, form.get("password", ""))
+    if account is None or not matches:
+        return await _render_form(
+            "account/login.html",
+            422,
+            errors={"form": LOGIN_FAILED},
+            email=email,
+            next_path=next_path,
+        )
+    async with write_transaction(db_session):
+        cart_token, cart_count = await _carry_cart_over(db_session, account.id)
+    _start_session(account.auth_token, cart_token, cart_count)
+    return await navigate(next_path or "/account")
+
+
+@blueprint.post("/logout")
+async def logout() -> Response:
+    """End the session: auth cookie, cart pointer and CSRF token all go."""
+    logout_user()
+    session.clear()
+    rotate_csrf_token()
+    await flash("You have logged out.", "ok")
+    return await navigate("/")
+
+
+def _secret_key() -> str:
+    return str(current_app.config["SECRET_KEY"])
+
+
+def _reset_url(token: str) -> str:
+    base_url = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
+    return base_url.rstrip("/") + url_for("account.reset_password_form", token=token)
+
+
+@blueprint.get("/password/forgot")
+async def forgot_password_form() -> Response:
+    """Ask for a reset link."""
+    return await _render_form("account/forgot.html", email="", sent=False)
+
+
+@blueprint.post("/password/forgot")
+async def forgot_password() -> Response:
+    """Queue a reset link when the account exists; the answer is the same either way."""
+    form = await request.form
+    email, email_error = check_email_address(form.get("email", ""))
+    if email_error:
+        return await _render_form(
+            "account/forgot.html", 422, errors={"email": email_error}, email=email, sent=False
+        )
+    db_session = get_session()
+    # Both branches take the write lock, so timing says little about whether the account exists.
+    async with write_transaction(db_session):
+        user = await select_user_by_email(db_session, email)
+        if user is not None and user.is_active:
+            now = int(time.time())
+            token = make_password_reset_token(_secret_key(), user, now)
+            window = now // RESET_EMAIL_WINDOW_SECONDS
+            await queue_email(
+                db_session,
+                user.email,
+                "password_reset",
+                {
+                    "user": user,
+                    "reset_url": _reset_url(token),
+                    "expires_minutes": RESET_TOKEN_MAX_AGE_SECONDS // 60,
+                },
+                dedupe_key=f"password_reset:{user.id}:{password_fingerprint(user)[:16]}:{window}",
+            )
+    return await _render_form("account/forgot.html", email=email, sent=True)
+
+
+async def _render_reset_problem(problem: ResetTokenError) -> Response:
+    return await render_page_or_block(
+        "account/reset_problem.html", "content", problem.status, message=str(problem)
+    )
+
+
+@blueprint.get("/password/reset/<token>")
+async def reset_password_form(token: str) -> Response:
+    """Choose a new password, when the link is still good."""
+    try:
+        await select_user_for_reset_token(get_session(), _secret_key(), token, int(time.time()))
+    except ResetTokenError as problem:
+        return await _render_reset_problem(problem)
+    return await _render_form("account/reset.html", token=token)
+
+
+@blueprint.post("/password/reset/<token>")
+async def reset_password(token: str) -> Response:
+    """Set the new password, end every other session, and log in."""
+    db_session = get_session()
+    try:
+        user = await select_user_for_reset_token(db_session, _secret_key(), token, int(time.time()))
+    except ResetTokenError as problem:
+        return await _render_reset_problem(problem)
+    await db_session.commit()
+    form = await request.form
+    password = form.get("password", "")
+    errors = FormErrors()
+    check_new_password(password, form.get("password_confirm", ""), user.email, errors)
+    if errors:
+        return await _render_form("account/reset.html", 422, errors=errors.messages, token=token)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    cart_token, cart_count = None, 0
+    async with write_transaction(db_session):
+        auth_token = await update_password(db_session, user, password_hash)
+        if auth_token is not None:
+            cart_token, cart_count = await _carry_cart_over(db_session, user.id)
+    if auth_token is None:
+        return await _render_reset_problem(ResetTokenUsed())
+    _start_session(auth_token, cart_token, cart_count)
+    await flash("Your password has been changed. Other devices have been logged out.", "ok")
+    return await navigate("/account")
+
+
+@blueprint.get("/account")
+@login_required
+async def account_page() -> Response:
+    """Name, email, wallet balance, and the ways to orders and the wallet."""
+    customer = await current_customer()
+    assert customer is not None
+    wallet = await select_wallet(get_session(), customer.id)
+    return await render_page_or_block(
+        "account/index.html",
+        "content",
+        balance_minor=wallet.balance_minor if wallet is not None else 0,
+    )

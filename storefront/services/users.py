@@ -1,8 +1,14 @@
-"""Users and the wallet every user owns."""
+"""Users and the wallet every user owns; sign-up rules and password reset tokens."""
 
+import hashlib
+import hmac
 import secrets
+from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import select
+from email_validator import EmailNotValidError, validate_email
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -23,6 +29,15 @@ def password_matches(password_hash: str | None, password: str) -> bool:
         check_password_hash(DUMMY_PASSWORD_HASH, password)
         return False
     return check_password_hash(password_hash, password)
+
+
+PASSWORD_MIN_LENGTH = 10
+# scrypt cost does not grow with length, but a cap keeps form posts and logs sane.
+PASSWORD_MAX_LENGTH = 256
+NAME_MAX_LENGTH = 120
+EMAIL_MAX_LENGTH = 254
+RESET_TOKEN_MAX_AGE_SECONDS = 60 * 60
+RESET_TOKEN_SALT = "storefront.password-reset"
 
 
 def new_auth_token() -> str:
@@ -59,3 +74,175 @@ async def insert_user(
     session.add(Wallet(user_id=user.id, balance_minor=0))
     await session.flush()
     return user
+
+
+@dataclass
+class FormErrors:
+    """Field name → message for a form shown again with 422; empty when the input is good."""
+
+    messages: dict[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def add(self, field_name: str, message: str) -> None:
+        self.messages.setdefault(field_name, message)
+
+
+def check_email_address(email: str) -> tuple[str, str | None]:
+    """The lower-cased address, or the original text and a message saying what is wrong."""
+    typed = email.strip()
+    if not typed:
+        return typed, "Enter your email address."
+    if len(typed) > EMAIL_MAX_LENGTH:
+        return typed, "That email address is too long."
+    try:
+        validated = validate_email(typed, check_deliverability=False)
+    except EmailNotValidError as error:
+        return typed, f"Enter a valid email address ({error})."
+    return validated.normalized.lower(), None
+
+
+def check_new_password(
+    password: str, password_confirm: str | None, email: str, errors: FormErrors
+) -> None:
+    """Length, not the email, and (when the form asks twice) both entries equal."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        errors.add("password", f"Use at least {PASSWORD_MIN_LENGTH} characters.")
+    elif len(password) > PASSWORD_MAX_LENGTH:
+        errors.add("password", f"Use at most {PASSWORD_MAX_LENGTH} characters.")
+    elif email and password.strip().lower() == email.strip().lower():
+        errors.add("password", "Your password cannot be your email address.")
+    if password_confirm is not None and password_confirm != password:
+        errors.add("password_confirm", "The two passwords do not match.")
+
+
+def check_registration(
+    name: str, email: str, password: str, password_confirm: str | None
+) -> tuple[str, str, FormErrors]:
+    """Validate a sign-up form: (clean name, lower-cased email, errors)."""
+    errors = FormErrors()
+    clean_name = " ".join(name.split())
+    if not clean_name:
+        errors.add("name", "Enter your name.")
+    elif len(clean_name) > NAME_MAX_LENGTH:
+        errors.add("name", f"Use at most {NAME_MAX_LENGTH} characters.")
+    clean_email, email_error = check_email_address(email)
+    if email_error:
+        errors.add("email", email_error)
+    check_new_password(password, password_confirm, clean_email, errors)
+    return clean_name, clean_email, errors
+
+
+async def email_is_taken(session: AsyncSession, email: str) -> bool:
+    found = await session.scalar(select(User.id).where(User.email == normalise_email(email)))
+    return found is not None
+
+
+async def select_user_by_id(session: AsyncSession, user_id: int) -> User | None:
+    return await session.scalar(select(User).where(User.id == user_id))
+
+
+class ResetTokenError(Exception):
+    """A reset link that cannot be used: `status` for HTTP, the message for the shopper."""
+
+    status = 400
+
+
+class ResetTokenInvalid(ResetTokenError):
+    status = 400
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This password reset link is not valid. Check that you copied the whole link, "
+            "or ask for a new one."
+        )
+
+
+class ResetTokenExpired(ResetTokenError):
+    status = 410
+
+    def __init__(self) -> None:
+        super().__init__("This password reset link has expired. Ask for a new one below.")
+
+
+class ResetTokenUsed(ResetTokenError):
+    status = 410
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This password reset link has already been used (or the password changed since). "
+            "Ask for a new one if you still need it."
+        )
+
+
+class _ClockSigner(TimestampSigner):
+    """A timestamp signer whose clock is the `now` the caller passes, so expiry is testable."""
+
+    def __init__(self, *args: Any, now: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.now = now
+
+    def get_timestamp(self) -> int:
+        return self.now
+
+
+def _reset_serializer(secret_key: str, now: int) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(
+        secret_key, salt=RESET_TOKEN_SALT, signer=_ClockSigner, signer_kwargs={"now": now}
+    )
+
+
+def password_fingerprint(user: User) -> str:
+    """Changes whenever the password or auth token does, which kills every older reset link."""
+    material = f"{user.id}:{user.password_hash}:{user.auth_token}".encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def make_password_reset_token(secret_key: str, user: User, now: int) -> str:
+    """A signed link token naming the user and their current password fingerprint."""
+    return _reset_serializer(secret_key, now).dumps([user.id, password_fingerprint(user)])
+
+
+async def select_user_for_reset_token(
+    session: AsyncSession, secret_key: str, token: str, now: int
+) -> User:
+    """The user a live reset token belongs to; raise ResetTokenInvalid/Expired/Used."""
+    try:
+        payload = _reset_serializer(secret_key, now).loads(
+            token, max_age=RESET_TOKEN_MAX_AGE_SECONDS
+        )
+    except SignatureExpired:
+        raise ResetTokenExpired() from None
+    except BadSignature:
+        raise ResetTokenInvalid() from None
+    if (
+        not isinstance(payload, list)
+        or len(payload) != 2
+        or not isinstance(payload[0], int)
+        or not isinstance(payload[1], str)
+    ):
+        raise ResetTokenInvalid()
+    user = await select_user_by_id(session, payload[0])
+    if user is None or not user.is_active:
+        raise ResetTokenInvalid()
+    if not hmac.compare_digest(password_fingerprint(user), payload[1]):
+        raise ResetTokenUsed()
+    return user
+
+
+async def update_password(session: AsyncSession, user: User, new_password_hash: str) -> str | None:
+    """Set a new password and rotate the auth token (ending every other session), only if both
+    are still what the caller read; the new auth token, or None when someone changed them first."""
+    new_token = new_auth_token()
+    updated_id = await session.scalar(
+        update(User)
+        .where(
+            User.id == user.id,
+            User.password_hash == user.password_hash,
+            User.auth_token == user.auth_token,
+        )
+        .values(password_hash=new_password_hash, auth_token=new_token)
+        .returning(User.id)
+    )
+    return new_token if updated_id is not None else None

@@ -1,0 +1,118 @@
+"""Security baseline: headers on every response, rate limits on login-ish and payment routes."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from quart import Quart, Response, render_template, request
+from quart_rate_limiter import (
+    QUART_RATE_LIMITER_LIMITS_ATTRIBUTE,
+    RateLimit,
+    RateLimiter,
+    RateLimitExceeded,
+)
+
+from storefront.htmx import is_htmx
+
+log = logging.getLogger(__name__)
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'self'; form-action 'self' https://checkout.paystack.com"
+)
+BASE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+    ("X-Content-Type-Options", "nosniff"),
+    # Paystack's callback must not learn the page we came from; same-origin keeps full paths.
+    ("Referrer-Policy", "strict-origin-when-cross-origin"),
+    ("X-Frame-Options", "DENY"),
+)
+HSTS_HEADER = ("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+async def client_address_key() -> str:
+    """The client the limit counts against: the connection's address (never X-Forwarded-For,
+    which a client can forge; behind a proxy wrap the app in hypercorn's ProxyFixMiddleware)."""
+    return request.remote_addr or "unknown"
+
+
+async def skip_safe_methods() -> bool:
+    """Showing a form is free; only submitting it counts."""
+    return request.method in SAFE_METHODS
+
+
+def per_minute(count: int) -> list[RateLimit]:
+    return [RateLimit(count, timedelta(minutes=1), client_address_key, skip_safe_methods)]
+
+
+# Route rule (as registered) → limits on its POST. Keyed by path, not endpoint name, so routes
+# written in other modules are limited without editing them; tests/test_policy.py fails when a
+# login-ish route is missing here or not registered.
+RATE_LIMITED_ROUTES: dict[str, list[RateLimit]] = {
+    "/login": per_minute(10),
+    "/register": per_minute(5),
+    "/password/forgot": per_minute(5),
+    "/password/reset/<token>": per_minute(10),
+    "/api/validate-coupon": per_minute(30),
+    "/cart/coupon": per_minute(30),
+    "/pay/wallet": per_minute(10),
+    "/paystack/init": per_minute(10),
+    "/paystack/orders/<number>/pay": per_minute(10),
+    "/account/wallet/topup": per_minute(10),
+}
+
+
+def apply_rate_limits(app: Quart) -> list[str]:
+    """Mark the registered views of RATE_LIMITED_ROUTES; return the rules not registered."""
+    registered: set[str] = set()
+    for rule in app.url_map.iter_rules():
+        limits = RATE_LIMITED_ROUTES.get(rule.rule)
+        if limits is None or "POST" not in (rule.methods or ()):
+            continue
+        view = app.view_functions[rule.endpoint]
+        current = getattr(view, QUART_RATE_LIMITER_LIMITS_ATTRIBUTE, [])
+        # View functions are module-level and outlive each app: add each limit once only.
+        missing_limits = [limit for limit in limits if limit not in current]
+        setattr(view, QUART_RATE_LIMITER_LIMITS_ATTRIBUTE, [*current, *missing_limits])
+        registered.add(rule.rule)
+    return sorted(set(RATE_LIMITED_ROUTES) - registered)
+
+
+def security_headers_hook(production: bool) -> Callable[[Response], Awaitable[Response]]:
+    """An after_request hook adding the precomputed headers (HSTS only in production)."""
+    headers = BASE_HEADERS + ((HSTS_HEADER,) if production else ())
+
+    async def add_security_headers(response: Response) -> Response:
+        response_headers = response.headers
+        for name, value in headers:
+            response_headers[name] = value
+        return response
+
+    return add_security_headers
+
+
+async def render_rate_limited(error: RateLimitExceeded) -> tuple[str, int, dict[str, str]]:
+    """429 as a readable page or fragment (JSON under /api/), keeping Retry-After."""
+    wait_seconds = max(1, int(getattr(error, "retry_after", 60)))
+    error.description = (
+        f"Too many attempts from your connection. Wait {wait_seconds} seconds and try again."
+    )
+    headers = {"Retry-After": str(wait_seconds)}
+    if request.path.startswith("/api/"):
+        return {"error": error.description}, 429, headers  # type: ignore[return-value]
+    template = "errors/fragment.html" if is_htmx() else "errors/page.html"
+    body = await render_template(template, error=error, status=429)
+    return body, 429, headers
+
+
+def init_security(app: Quart) -> None:
+    """Security headers, and a rate limiter of this app's own (call after blueprints)."""
+    # A limiter per app: its memory store must not carry counts from one app to another.
+    RateLimiter(app, key_function=client_address_key)
+    unregistered = apply_rate_limits(app)
+    if unregistered:
+        log.warning("rate-limited routes not registered: %s", ", ".join(unregistered))
+    app.register_error_handler(RateLimitExceeded, render_rate_limited)
+    production = app.config["STOREFRONT_ENV"] == "production"
+    app.after_request(security_headers_hook(production))
