@@ -1,1 +1,117 @@
-"""Fixtures for the paystack tests."""
+"""Fixtures for the paystack tests: a fake Paystack over real HTTP and config that uses it."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from quart import Quart, Response
+from quart.testing import QuartClient
+from sqlalchemy import select
+
+from storefront.db import sessionmaker_for
+from storefront.models import Coupon, Order, Payment, Product, User
+from tests.fake_paystack import FakePaystack
+from tests.fixtures_checkout import checkout_form
+
+PAYSTACK_SECRET_KEY = "sk_test_fake_secret"
+PAYSTACK_PUBLIC_KEY = "pk_test_fake_public"
+
+
+def paystack_overrides(fake: FakePaystack, **extra: Any) -> dict[str, Any]:
+    """App config pointing at the fake, with a short timeout so slow answers time out fast."""
+    return {
+        "PAYSTACK_BASE_URL": fake.base_url,
+        "PAYSTACK_SECRET_KEY": PAYSTACK_SECRET_KEY,
+        "PAYSTACK_PUBLIC_KEY": PAYSTACK_PUBLIC_KEY,
+        "PAYSTACK_TIMEOUT_SECONDS": 1.0,
+        "PUBLIC_BASE_URL": "http://shop.test",
+        **extra,
+    }
+
+
+@pytest.fixture(name="fake_paystack")
+async def _fake_paystack() -> AsyncIterator[FakePaystack]:
+    """A running fake; a request that Paystack's spec rejects fails the test at teardown."""
+    fake = FakePaystack(secret_key=PAYSTACK_SECRET_KEY)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+    assert fake.spec_violations == [], "requests Paystack's spec rejects were sent"
+
+
+async def drain_background_tasks(app: Quart) -> None:
+    """Wait for the webhook's follow-ups (Quart background tasks) to finish."""
+    while app.background_tasks:
+        await asyncio.gather(*list(app.background_tasks), return_exceptions=True)
+
+
+def paystack_form(total_minor: int | None = None, **fields: str) -> dict[str, str]:
+    """The checkout form as the Paystack button posts it to /paystack/init."""
+    return checkout_form(total_minor, payment_method="paystack", **fields)
+
+
+@dataclass
+class StartedPayment:
+    """A shopper's Paystack checkout after POST /paystack/init."""
+
+    client: QuartClient
+    user: User
+    product: Product
+    coupon: Coupon | None
+    response: Response
+    reference: str | None
+    order_number: str | None
+
+    @property
+    def authorization_url(self) -> str:
+        return self.response.headers.get("Location") or self.response.headers["HX-Redirect"]
+
+
+@pytest.fixture(name="start_order_payment")
+def _start_order_payment(
+    app: Quart,
+    make_user: Callable[..., Awaitable[User]],
+    make_product: Callable[..., Awaitable[Product]],
+    make_coupon: Callable[..., Awaitable[Coupon]],
+    fill_cart: Callable[..., Awaitable[Any]],
+    shopper_client: Callable[[User], Awaitable[QuartClient]],
+) -> Callable[..., Awaitable[StartedPayment]]:
+    """A signed-in shopper with 2 × GH₵ 100.00 and a 10 % coupon in the cart presses Paystack."""
+
+    async def start(
+        quantity: int = 2, stock: int = 5, with_coupon: bool = True, **headers: str
+    ) -> StartedPayment:
+        user = await make_user()
+        product = await make_product(price_minor=10_000, stock=stock)
+        coupon = None
+        if with_coupon:
+            code = f"PAY{uuid.uuid4().hex[:8]}".upper()
+            coupon = await make_coupon(code=code, kind="percent", value=1000, max_uses=5)
+        await fill_cart(user, [(product, quantity)], coupon.code if coupon else None)
+        client = await shopper_client(user)
+        response = await client.post("/paystack/init", form=paystack_form(), headers=headers)
+        async with sessionmaker_for(app)() as db_session:
+            payment = await db_session.scalar(
+                select(Payment).where(Payment.user_id == user.id).order_by(Payment.id.desc())
+            )
+            order = (
+                await db_session.get(Order, payment.order_id)
+                if payment and payment.order_id
+                else None
+            )
+        return StartedPayment(
+            client=client,
+            user=user,
+            product=product,
+            coupon=coupon,
+            response=response,
+            reference=payment.reference if payment else None,
+            order_number=order.number if order else None,
+        )
+
+    return start

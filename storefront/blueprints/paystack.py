@@ -1,5 +1,287 @@
-"""TODO-paystack"""
+"""Paying through Paystack: start an order payment or a top-up, and the shopper's return."""
 
-from quart import Blueprint
+import re
+
+from quart import Blueprint, Response, abort, current_app, flash, redirect, request, session
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storefront.auth import current_customer, login_required
+from storefront.blueprints.checkout import (
+    PAYSTACK_HIDDEN_REASON,
+    parse_shown_total,
+    render_checkout,
+)
+from storefront.db import get_session, sessionmaker_for
+from storefront.htmx import navigate, render_page_or_block
+from storefront.lib.money import InvalidAmount, format_minor, parse_amount
+from storefront.lib.paystack import REFERENCE_PATTERN
+from storefront.models import Payment, utcnow
+from storefront.paystack_serving import paystack_client_for
+from storefront.services.cart import select_cart_for_user
+from storefront.services.checkout import (
+    CheckoutError,
+    EmptyCart,
+    InvalidDelivery,
+    ShopBusy,
+    run_write_with_retries,
+    validate_delivery,
+)
+from storefront.services.orders import select_order_by_number, select_order_lines
+from storefront.services.payments import (
+    PaymentSettings,
+    PaymentState,
+    finalize_payment,
+    initialize_payment,
+    insert_retry_payment,
+    insert_topup_payment,
+    payment_settings,
+    reserve_order_payment,
+)
 
 blueprint = Blueprint("paystack", __name__)
+
+MIN_TOPUP_MINOR = 100
+TOPUP_UNAVAILABLE = "Online top-ups are not available: the shop has not set up Paystack yet."
+ORDER_NUMBER = re.compile(r"CW-[0-9]{6,12}")
+
+
+def request_payment_settings() -> PaymentSettings:
+    """Payment settings, with this request's host as the base URL when none is configured."""
+    return payment_settings(current_app.config, request.host_url)
+
+
+def _callback_url() -> str:
+    # Paystack appends ?trxref=…&reference=… itself; a query of ours would be mangled.
+    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
+    return base.rstrip("/") + "/paystack/callback"
+
+
+def _enabled() -> bool:
+    return bool(current_app.config.get("PAYSTACK_ENABLED"))
+
+
+@blueprint.post("/paystack/init")
+@login_required
+async def init_payment() -> Response:
+    """Reserve the cart as an order awaiting payment and send the shopper to Paystack."""
+    customer = await current_customer()
+    assert customer is not None
+    form = await request.form
+    if not _enabled():
+        return await render_checkout(customer, form=form, error=PAYSTACK_HIDDEN_REASON, status=409)
+    if form.get("payment_method", "paystack") != "paystack":
+        return await render_checkout(
+            customer, form=form, error="This button pays with Paystack.", status=422
+        )
+    try:
+        shown_total_minor = parse_shown_total(form.get("total_minor"))
+        validate_delivery(form.get("delivery", ""), form.get("phone", ""), form.get("address", ""))
+    except ValueError:
+        return await render_checkout(
+            customer, form=form, error="The checkout form was damaged; try again.", status=422
+        )
+    except InvalidDelivery as invalid:
+        return await render_checkout(
+            customer, form=form, error=str(invalid), field_errors=invalid.field_errors, status=422
+        )
+    db_session = get_session()
+    db_session.expunge(customer)  # a retried write's rollback must not expire it
+    settings = request_payment_settings()
+
+    async def reserve(write_session: AsyncSession) -> tuple[Payment, int]:
+        cart = await select_cart_for_user(write_session, customer.id)
+        if cart is None:
+            raise EmptyCart()
+        payment = await reserve_order_payment(
+            write_session,
+            customer,
+            cart,
+            form.get("delivery", ""),
+            form.get("phone", ""),
+            form.get("address", ""),
+            utcnow(),
+            settings,
+            expected_total_minor=shown_total_minor,
+        )
+        return payment, cart.id
+
+    try:
+        payment, cart_id = await run_write_with_retries(db_session, reserve)
+    except ShopBusy as busy:
+        response = await render_checkout(customer, form=form, error=str(busy), status=503)
+        response.headers["Retry-After"] = "5"
+        return response
+    except CheckoutError as refused:
+        return await render_checkout(customer, form=form, error=str(refused), status=422)
+    outcome = await initialize_payment(
+        db_session,
+        paystack_client_for(current_app),
+        payment,
+        customer.email,
+        _callback_url(),
+        settings,
+        cart_id=cart_id,
+    )
+    if outcome.refused:
+        return await render_checkout(customer, form=form, error=outcome.message, status=409)
+    session["cart_count"] = 0  # the order holds the items now
+    if outcome.authorization_url:
+        return await navigate(outcome.authorization_url)
+    await flash(outcome.message, "error")
+    return await navigate(f"/paystack/callback?reference={payment.reference}")
+
+
+@blueprint.post("/paystack/orders/<number>/pay")
+@login_required
+async def pay_order_again(number: str) -> Response:
+    """A new Paystack attempt (new reference) for the shopper's order still awaiting payment."""
+    customer = await current_customer()
+    assert customer is not None
+    db_session = get_session()
+    order = (
+        await select_order_by_number(db_session, number) if ORDER_NUMBER.fullmatch(number) else None
+    )
+    if order is None or order.user_id != customer.id:
+        abort(404)
+    if not _enabled():
+        return await _problem(PAYSTACK_HIDDEN_REASON, 409)
+    if order.status != "pending_payment" or order.payment_method != "paystack":
+        return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
+    db_session.expunge(customer)
+    db_session.expunge(order)
+
+    async def attempt(write_session: AsyncSession) -> Payment:
+        return await insert_retry_payment(write_session, order, utcnow())
+
+    try:
+        payment = await run_write_with_retries(db_session, attempt)
+    except ShopBusy as busy:
+        return await _problem(str(busy), 409)
+    outcome = await initialize_payment(
+        db_session,
+        paystack_client_for(current_app),
+        payment,
+        customer.email,
+        _callback_url(),
+        request_payment_settings(),
+    )
+    if outcome.authorization_url:
+        return await navigate(outcome.authorization_url)
+    if outcome.refused:
+        return await _problem(outcome.message, 409)
+    await flash(outcome.message, "error")
+    return await navigate(f"/paystack/callback?reference={payment.reference}")
+
+
+async def _problem(message: str, status: int) -> Response:
+    return await render_page_or_block(
+        "paystack/result.html", "payment", status=status, state=None, message=message
+    )
+
+
+@blueprint.get("/paystack/callback")
+async def callback() -> Response:
+    """The shopper is back from Paystack: settle the payment (once) and show where it stands."""
+    reference = request.args.get("reference") or request.args.get("trxref") or ""
+    if not REFERENCE_PATTERN.fullmatch(reference) or not _enabled():
+        abort(404)
+    state = await finalize_payment(
+        sessionmaker_for(current_app),
+        paystack_client_for(current_app),
+        reference,
+        request_payment_settings(),
+    )
+    if state.status == "unknown":
+        abort(404)
+    db_session = get_session()
+    customer = await current_customer()
+    is_owner = customer is not None and customer.id == state.user_id
+    if state.purpose == "wallet_topup" and state.status != "pending" and is_owner:
+        await flash(*_topup_flash(state))
+        return redirect("/account/wallet", 303)  # type: ignore[return-value]
+    order = lines = None
+    if is_owner and state.order_number:
+        order = await select_order_by_number(db_session, state.order_number)
+        lines = await select_order_lines(db_session, order.id) if order else None
+    return await render_page_or_block(
+        "paystack/result.html",
+        "payment",
+        state=state,
+        order=order,
+        lines=lines,
+        is_owner=is_owner,
+        message=None,
+    )
+
+
+def _topup_flash(state: PaymentState) -> tuple[str, str]:
+    amount = format_minor(state.amount_minor, state.currency)
+    if state.status == "success":
+        return f"Your wallet was topped up with {amount}.", "ok"
+    return f"Your top-up of {amount} did not go through: {state.failure_reason}", "error"
+
+
+@blueprint.get("/account/wallet/topup")
+@login_required
+async def wallet_topup_form() -> Response:
+    """The top-up form on its own page (the wallet page includes the same form)."""
+    return await _topup_form(None, "", 200)
+
+
+@blueprint.post("/account/wallet/topup")
+@login_required
+async def wallet_topup() -> Response:
+    """Top up the wallet through Paystack: amount in cedis as typed, within the shop's limits."""
+    customer = await current_customer()
+    assert customer is not None
+    raw_amount = (await request.form).get("amount", "")
+    if not _enabled():
+        return await _topup_form(TOPUP_UNAVAILABLE, raw_amount, 409)
+    maximum_minor = int(current_app.config["WALLET_TOPUP_MAX_MINOR"])
+    try:
+        amount_minor = parse_amount(raw_amount)
+    except InvalidAmount as invalid:
+        return await _topup_form(str(invalid), raw_amount, 422)
+    if amount_minor < MIN_TOPUP_MINOR:
+        return await _topup_form(
+            f"The smallest top-up is {format_minor(MIN_TOPUP_MINOR)}.", raw_amount, 422
+        )
+    if amount_minor > maximum_minor:
+        return await _topup_form(
+            f"The largest top-up is {format_minor(maximum_minor)}.", raw_amount, 422
+        )
+    db_session = get_session()
+    db_session.expunge(customer)
+    settings = request_payment_settings()
+
+    async def attempt(write_session: AsyncSession) -> Payment:
+        return await insert_topup_payment(
+            write_session, customer.id, amount_minor, utcnow(), settings
+        )
+
+    try:
+        payment = await run_write_with_retries(db_session, attempt)
+    except ShopBusy as busy:
+        return await _topup_form(str(busy), raw_amount, 409)
+    outcome = await initialize_payment(
+        db_session,
+        paystack_client_for(current_app),
+        payment,
+        customer.email,
+        _callback_url(),
+        settings,
+    )
+    if outcome.authorization_url:
+        return await navigate(outcome.authorization_url)
+    return await _topup_form(outcome.message, raw_amount, 409)
+
+
+async def _topup_form(error: str | None, amount: str, status: int) -> Response:
+    return await render_page_or_block(
+        "paystack/topup.html",
+        "topup_form",
+        status=status,
+        topup_error=error,
+        amount=amount,
+        topup_max_minor=current_app.config.get("WALLET_TOPUP_MAX_MINOR"),
+    )

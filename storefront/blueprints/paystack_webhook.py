@@ -1,0 +1,93 @@
+"""Paystack's webhook: the signature is the gate; store once, answer at once, settle after."""
+
+import json
+from datetime import datetime
+
+from quart import Blueprint, current_app, request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storefront.blueprints.paystack import request_payment_settings
+from storefront.csrf import csrf_exempt
+from storefront.db import get_session, sessionmaker_for
+from storefront.lib.paystack import REFERENCE_PATTERN, SIGNATURE_HEADER, webhook_signature_valid
+from storefront.models import utcnow
+from storefront.paystack_serving import paystack_client_for
+from storefront.services.checkout import ShopBusy, run_write_with_retries
+from storefront.services.payments import (
+    PaymentSettings,
+    finalize_payment,
+    mark_webhook_processed,
+    record_webhook_event,
+    report_success_after_close,
+    run_in_new_session,
+)
+
+blueprint = Blueprint("paystack_webhook", __name__)
+
+
+@blueprint.post("/paystack/webhook")
+@csrf_exempt
+async def webhook() -> tuple[dict[str, str], int]:
+    """Paystack's signed notice: store it once, answer at once, settle in the background."""
+    raw_body = await request.get_data(as_text=False)
+    if isinstance(raw_body, str):  # never: as_text=False gives bytes (typing says AnyStr)
+        raw_body = raw_body.encode()
+    secret = current_app.config.get("PAYSTACK_SECRET_KEY", "")
+    if not webhook_signature_valid(secret, raw_body, request.headers.get(SIGNATURE_HEADER)):
+        return {"status": "error", "message": "Invalid signature"}, 401
+    try:
+        payload = json.loads(raw_body)
+    except ValueError:
+        return {"status": "error", "message": "Body is not JSON"}, 400
+    event = payload.get("event") if isinstance(payload, dict) else None
+    found = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(event, str) or not event or not isinstance(found, dict):
+        return {"status": "error", "message": "Expected {event, data}"}, 400
+    reference = _event_reference(found)
+    now = utcnow()
+
+    async def store(write_session: AsyncSession) -> bool:
+        return await record_webhook_event(write_session, event, reference, payload, now)
+
+    try:
+        await run_write_with_retries(get_session(), store)
+    except ShopBusy:
+        return {"status": "error", "message": "Busy; send it again"}, 503
+    if event == "charge.success" and REFERENCE_PATTERN.fullmatch(reference):
+        current_app.add_background_task(
+            _settle_from_webhook,
+            reference,
+            found.get("status") == "success",
+            request_payment_settings(),
+        )
+    return {"status": "ok"}, 200
+
+
+def _event_reference(found: dict[str, object]) -> str:
+    for candidate in (found.get("reference"), found.get("transaction_reference")):
+        if isinstance(candidate, str) and candidate:
+            return candidate[:100]
+    transaction = found.get("transaction")
+    if isinstance(transaction, dict) and isinstance(transaction.get("reference"), str):
+        return transaction["reference"][:100]
+    return ""
+
+
+async def _settle_from_webhook(
+    reference: str, reported_success: bool, settings: PaymentSettings
+) -> None:
+    """The webhook's follow-up, in its own sessions, after the 200 went out."""
+    sessionmaker = sessionmaker_for(current_app)
+    state = await finalize_payment(
+        sessionmaker, paystack_client_for(current_app), reference, settings
+    )
+    if state.status == "pending":
+        return
+    now: datetime = utcnow()
+
+    async def settle(write_session: AsyncSession) -> None:
+        await mark_webhook_processed(write_session, "charge.success", reference, now)
+        if reported_success and state.status in ("failed", "abandoned"):
+            await report_success_after_close(write_session, reference, settings)
+
+    await run_in_new_session(sessionmaker, settle)

@@ -1,0 +1,889 @@
+"""Paystack checkout and top-up end to end, against the fake Paystack over real HTTP."""
+
+import asyncio
+import json
+from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from storefront.blueprints.checkout import PAYSTACK_HIDDEN_REASON
+from storefront.blueprints.paystack import TOPUP_UNAVAILABLE
+from storefront.config import ConfigError, load_config
+from storefront.db import sessionmaker_for, write_transaction
+from storefront.lib.paystack import sign_webhook_body
+from storefront.models import (
+    CartItem,
+    Coupon,
+    CouponRedemption,
+    Order,
+    OutboxEmail,
+    Payment,
+    Product,
+    WalletEntry,
+    WebhookEvent,
+    utcnow,
+)
+from storefront.paystack_serving import paystack_client_for
+from storefront.services.payments import payment_settings, reconcile_once
+from storefront.services.wallet import select_ledger_mismatches
+from tests.conftest import CSRF_TOKEN, wallet_of
+from tests.fake_paystack import FakePaystack
+from tests.fixtures_paystack import drain_background_tasks, paystack_form, paystack_overrides
+
+ADMIN_EMAIL = "admin@example.com"
+
+
+@pytest.fixture(name="extra_overrides")
+def _extra_overrides() -> dict[str, object]:
+    """Parametrize this to change one test's config on top of the fake's."""
+    return {}
+
+
+@pytest.fixture(name="app_overrides")
+def _app_overrides(
+    fake_paystack: FakePaystack, extra_overrides: dict[str, object]
+) -> dict[str, object]:
+    return paystack_overrides(
+        fake_paystack, ADMIN_EMAIL=ADMIN_EMAIL, RATELIMIT_ENABLED=False, **extra_overrides
+    )
+
+
+async def _row_counts(app, **filters) -> dict[str, int]:
+    async with sessionmaker_for(app)() as db_session:
+        counts = {}
+        for name, statement in filters.items():
+            counts[name] = await db_session.scalar(statement)
+        return counts
+
+
+async def _payment(app, reference: str) -> Payment:
+    async with sessionmaker_for(app)() as db_session:
+        payment = await db_session.scalar(select(Payment).where(Payment.reference == reference))
+        assert payment is not None
+        return payment
+
+
+async def _order(app, number: str) -> Order:
+    async with sessionmaker_for(app)() as db_session:
+        order = await db_session.scalar(select(Order).where(Order.number == number))
+        assert order is not None
+        return order
+
+
+async def _stock(app, product: Product) -> int:
+    async with sessionmaker_for(app)() as db_session:
+        return await db_session.scalar(select(Product.stock).where(Product.id == product.id))
+
+
+async def _coupon_uses(app, coupon: Coupon) -> tuple[int, int]:
+    async with sessionmaker_for(app)() as db_session:
+        uses = await db_session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id))
+        redemptions = await db_session.scalar(
+            select(func.count())
+            .select_from(CouponRedemption)
+            .where(CouponRedemption.coupon_id == coupon.id)
+        )
+        return uses, redemptions
+
+
+async def _emails(app) -> list[tuple[str, str]]:
+    """(dedupe key's template part, recipient) of every queued email."""
+    async with sessionmaker_for(app)() as db_session:
+        rows = await db_session.execute(
+            select(OutboxEmail.dedupe_key, OutboxEmail.to_address).order_by(OutboxEmail.id)
+        )
+        return [(key.split(":")[0], to) for key, to in rows]
+
+
+async def _cart_items(app, user) -> int:
+    async with sessionmaker_for(app)() as db_session:
+        from storefront.models import Cart
+
+        return await db_session.scalar(
+            select(func.count())
+            .select_from(CartItem)
+            .join(Cart, Cart.id == CartItem.cart_id)
+            .where(Cart.user_id == user.id)
+        )
+
+
+async def _follow_paystack_checkout(authorization_url: str, outcome: str = "success") -> str:
+    """Be the shopper on Paystack's page: pay (or not), and get sent back to our callback."""
+    async with httpx.AsyncClient() as browser:
+        answer = await browser.get(authorization_url, params={"outcome": outcome})
+    assert answer.status_code == 302
+    return answer.headers["Location"]
+
+
+async def _backdate(app, reference: str, minutes: int) -> None:
+    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+        moment = utcnow() - timedelta(minutes=minutes)
+        await db_session.execute(
+            update(Payment)
+            .where(Payment.reference == reference)
+            .values(created_at=moment, updated_at=moment)
+        )
+
+
+# Happy path ---------------------------------------------------------------------------------
+
+
+async def test_happy_path_init_redirect_pay_callback(app, fake_paystack, start_order_payment):
+    started = await start_order_payment()
+
+    assert started.response.status_code == 303
+    transaction = fake_paystack.only_transaction()
+    assert (
+        started.authorization_url == f"{fake_paystack.base_url}/checkout/{transaction.access_code}"
+    )
+    # What we asked Paystack for: int pesewas, our reference, a callback without a query of ours.
+    [sent] = fake_paystack.api_requests("/transaction/initialize")
+    body = sent.json()
+    assert body["amount"] == 18_000 and type(body["amount"]) is int  # 2 × 100.00 − 10 %
+    assert body["currency"] == "GHS"
+    assert body["reference"] == started.reference
+    assert body["email"] == started.user.email
+    assert body["callback_url"] == "http://shop.test/paystack/callback"
+    assert body["metadata"] == {"purpose": "order", "order_number": started.order_number}
+    # Reserved while the shopper is on Paystack: stock and coupon held, cart emptied.
+    order = await _order(app, started.order_number)
+    assert (order.status, order.payment_method, order.total_minor) == (
+        "pending_payment",
+        "paystack",
+        18_000,
+    )
+    payment = await _payment(app, started.reference)
+    assert (payment.status, payment.amount_minor, payment.currency) == ("pending", 18_000, "GHS")
+    assert payment.authorization_url == started.authorization_url
+    assert await _stock(app, started.product) == 3
+    assert await _coupon_uses(app, started.coupon) == (1, 1)
+    assert await _cart_items(app, started.user) == 0
+
+    callback = await _follow_paystack_checkout(started.authorization_url)
+    assert callback.startswith("http://shop.test/paystack/callback?trxref=")
+    parts = urlsplit(callback)
+    assert parse_qs(parts.query)["reference"] == [started.reference]
+    page = await started.client.get(f"{parts.path}?{parts.query}")
+
+    assert page.status_code == 200
+    html = await page.get_data(as_text=True)
+    assert "Payment received" in html and started.order_number in html
+    order = await _order(app, started.order_number)
+    assert order.status == "paid" and order.paid_at is not None
+    assert (await _payment(app, started.reference)).status == "success"
+    assert await _stock(app, started.product) == 3
+    assert await _coupon_uses(app, started.coupon) == (1, 1)
+    assert await _emails(app) == [
+        ("order_confirmation", started.user.email),
+        ("admin_new_order", ADMIN_EMAIL),
+    ]
+
+
+async def test_refreshing_the_callback_gives_nothing_twice(app, fake_paystack, start_order_payment):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+    for _ in range(3):
+        page = await started.client.get(f"/paystack/callback?reference={started.reference}")
+        assert page.status_code == 200
+        assert "Payment received" in await page.get_data(as_text=True)
+
+    assert len(await _emails(app)) == 2
+    assert await _coupon_uses(app, started.coupon) == (1, 1)
+    # Once settled, a refresh reads our own record instead of asking Paystack again.
+    assert len(fake_paystack.api_requests("/transaction/verify/")) == 1
+
+
+async def test_htmx_init_answers_204_with_hx_redirect(app, fake_paystack, start_order_payment):
+    started = await start_order_payment(**{"HX-Request": "true"})
+
+    assert started.response.status_code == 204
+    assert started.response.headers["HX-Redirect"] == started.authorization_url
+    assert started.authorization_url.startswith(fake_paystack.base_url)
+
+
+# Exactly once under races --------------------------------------------------------------------
+
+
+@pytest.mark.both_databases
+async def test_callbacks_and_webhooks_racing_settle_the_order_once(
+    app, fake_paystack, start_order_payment, shopper_client
+):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+    clients = [await shopper_client(started.user) for _ in range(10)]
+
+    answers = await asyncio.gather(
+        *(client.get(f"/paystack/callback?reference={started.reference}") for client in clients),
+        *(fake_paystack.deliver_webhook(app.test_client(), started.reference) for _ in range(10)),
+    )
+    await drain_background_tasks(app)
+
+    assert [answer.status_code for answer in answers] == [200] * 20
+    order = await _order(app, started.order_number)
+    assert order.status == "paid"
+    assert (await _payment(app, started.reference)).status == "success"
+    assert sorted(await _emails(app)) == sorted(
+        [("order_confirmation", started.user.email), ("admin_new_order", ADMIN_EMAIL)]
+    )
+    assert await _coupon_uses(app, started.coupon) == (1, 1)
+    assert await _stock(app, started.product) == 3
+    counts = await _row_counts(
+        app,
+        paid_orders=select(func.count()).select_from(Order).where(Order.status == "paid"),
+        events=select(func.count()).select_from(WebhookEvent),
+        processed=select(func.count())
+        .select_from(WebhookEvent)
+        .where(WebhookEvent.processed_at.is_not(None)),
+    )
+    assert counts == {"paid_orders": 1, "events": 1, "processed": 1}
+
+
+async def _start_topup(app, fake_paystack, shopper_client, make_user, amount: str = "50.00"):
+    user = await make_user()
+    client = await shopper_client(user)
+    response = await client.post(
+        "/account/wallet/topup", form={"csrf_token": CSRF_TOKEN, "amount": amount}
+    )
+    assert response.status_code == 303, await response.get_data(as_text=True)
+    transaction = fake_paystack.only_transaction()
+    assert response.headers["Location"].endswith(transaction.access_code)
+    return user, client, transaction.reference
+
+
+@pytest.mark.both_databases
+async def test_topup_raced_by_callbacks_and_webhooks_credits_once(
+    app, fake_paystack, shopper_client, make_user, session
+):
+    user, _client, reference = await _start_topup(app, fake_paystack, shopper_client, make_user)
+    [sent] = fake_paystack.api_requests("/transaction/initialize")
+    assert sent.json()["amount"] == 5000
+    assert sent.json()["metadata"] == {"purpose": "wallet_topup", "user_id": user.id}
+    fake_paystack.mark_paid(reference)
+    clients = [await shopper_client(user) for _ in range(10)]
+
+    answers = await asyncio.gather(
+        *(client.get(f"/paystack/callback?reference={reference}") for client in clients),
+        *(fake_paystack.deliver_webhook(app.test_client(), reference) for _ in range(10)),
+    )
+    await drain_background_tasks(app)
+
+    assert sorted(answer.status_code for answer in answers) == [200] * 10 + [303] * 10
+    entries = list(
+        await session.execute(
+            select(WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.source_reference)
+        )
+    )
+    assert [tuple(entry) for entry in entries] == [("topup", 5000, reference)]
+    assert (await wallet_of(session, user)).balance_minor == 5000
+    assert await select_ledger_mismatches(session) == []
+    assert await _emails(app) == [("wallet_topup_receipt", user.email)]
+
+
+async def test_topup_callback_shows_the_wallet(app, fake_paystack, shopper_client, make_user):
+    user, client, reference = await _start_topup(
+        app, fake_paystack, shopper_client, make_user, "GH₵ 1,234.50"
+    )
+    access_code = fake_paystack.transaction(reference).access_code
+    callback = await _follow_paystack_checkout(f"{fake_paystack.base_url}/checkout/{access_code}")
+    parts = urlsplit(callback)
+    answer = await client.get(f"{parts.path}?{parts.query}")
+
+    assert answer.status_code == 303 and answer.headers["Location"] == "/account/wallet"
+    wallet_page = await client.get("/account/wallet")
+    html = await wallet_page.get_data(as_text=True)
+    assert "Your wallet was topped up with GH₵ 1,234.50." in html
+    assert "GH₵ 1,234.50" in html
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("0.99", "The smallest top-up is GH₵ 1.00."),
+        ("5000.01", "The largest top-up is GH₵ 5,000.00."),
+        ("abc", "Enter an amount like 50 or 50.00."),
+        ("-5", "The amount cannot be negative."),
+        ("1.005", "Use at most 2 decimal places"),
+        ("", "Enter an amount like 50 or 50.00."),
+    ],
+)
+async def test_topup_refuses_bad_amounts_in_place(
+    app, fake_paystack, shopper_client, make_user, amount, message
+):
+    client = await shopper_client(await make_user())
+    form = {"csrf_token": CSRF_TOKEN, "amount": amount}
+
+    fragment = await client.post("/account/wallet/topup", form=form, headers={"HX-Request": "true"})
+    page = await client.post("/account/wallet/topup", form=form)
+
+    assert fragment.status_code == page.status_code == 422
+    fragment_html = await fragment.get_data(as_text=True)
+    assert message in fragment_html and fragment_html.lstrip().startswith("<form")
+    page_html = await page.get_data(as_text=True)
+    assert message in page_html and "<html" in page_html
+    assert fake_paystack.requests == []
+    assert await _row_counts(app, payments=select(func.count()).select_from(Payment)) == {
+        "payments": 0
+    }
+
+
+# No value without a matching success ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("outcome", "payment_status", "reason_part", "admin_told"),
+    [
+        ("underpaid", "failed", "but the payment is for GH₵ 180.00", True),
+        ("wrong_currency", "failed", "charged in NGN but the payment is in GHS", True),
+        ("failed", "failed", "Paystack says the payment failed", False),
+        ("abandoned", "abandoned", "Not completed on Paystack within 30 minutes", False),
+    ],
+)
+async def test_no_value_without_a_full_success_and_the_reservation_is_released(
+    app, fake_paystack, start_order_payment, outcome, payment_status, reason_part, admin_told
+):
+    started = await start_order_payment()
+    if outcome == "underpaid":
+        fake_paystack.mark_paid(started.reference, amount_minor=17_900)
+    elif outcome == "wrong_currency":
+        fake_paystack.mark_paid(started.reference, currency="NGN")
+    elif outcome == "failed":
+        fake_paystack.mark_status(started.reference, "failed")
+    else:
+        fake_paystack.mark_status(started.reference, "abandoned")
+        await _backdate(app, started.reference, minutes=31)
+
+    page = await started.client.get(f"/paystack/callback?reference={started.reference}")
+    again = await started.client.get(f"/paystack/callback?reference={started.reference}")
+
+    assert page.status_code == again.status_code == 200
+    assert "Payment not completed" in await page.get_data(as_text=True)
+    payment = await _payment(app, started.reference)
+    assert payment.status == payment_status
+    assert reason_part in payment.failure_reason
+    order = await _order(app, started.order_number)
+    assert order.status == "cancelled" and order.paid_at is None
+    assert await _stock(app, started.product) == 5
+    assert await _coupon_uses(app, started.coupon) == (0, 0)
+    expected = [("payment_problem", ADMIN_EMAIL)] if admin_told else []
+    assert await _emails(app) == expected
+
+
+async def test_fresh_abandoned_status_keeps_the_payment_pending(
+    app, fake_paystack, start_order_payment
+):
+    started = await start_order_payment()  # Paystack says "abandoned" until the shopper pays
+
+    page = await started.client.get(f"/paystack/callback?reference={started.reference}")
+
+    assert page.status_code == 200
+    html = await page.get_data(as_text=True)
+    assert "Waiting for Paystack" in html and "Check again" in html
+    assert f"/paystack/orders/{started.order_number}/pay" in html
+    assert (await _payment(app, started.reference)).status == "pending"
+    assert (await _order(app, started.order_number)).status == "pending_payment"
+    assert await _stock(app, started.product) == 3
+
+
+async def test_unknown_callback_reference_is_404(app, client, fake_paystack):
+    for reference in ("never-issued", "bad ref", ""):
+        answer = await client.get("/paystack/callback", query_string={"reference": reference})
+        assert answer.status_code == 404
+    assert fake_paystack.requests == []
+
+
+# Webhook -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tampering", ["missing", "wrong", "truncated", "altered_body", "empty"])
+async def test_webhook_with_a_bad_signature_is_refused_and_changes_nothing(
+    app, client, fake_paystack, start_order_payment, snapshot, tampering
+):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+    body = fake_paystack.webhook_body(started.reference)
+    signature = fake_paystack.sign(body)
+    headers = {"Content-Type": "application/json", "x-paystack-signature": signature}
+    if tampering == "missing":
+        del headers["x-paystack-signature"]
+    elif tampering == "wrong":
+        headers["x-paystack-signature"] = fake_paystack.sign(b"something else")
+    elif tampering == "truncated":
+        headers["x-paystack-signature"] = signature[:64]
+    elif tampering == "empty":
+        headers["x-paystack-signature"] = ""
+    else:
+        body = body.replace(b'"amount":18000', b'"amount":18001')
+    before = await snapshot()
+    verifies = len(fake_paystack.api_requests("/transaction/verify/"))
+
+    answer = await client.post("/paystack/webhook", data=body, headers=headers)
+    await drain_background_tasks(app)
+
+    assert answer.status_code == 401
+    assert await snapshot() == before
+    assert await _row_counts(app, events=select(func.count()).select_from(WebhookEvent)) == {
+        "events": 0
+    }
+    assert (await _payment(app, started.reference)).status == "pending"
+    assert len(fake_paystack.api_requests("/transaction/verify/")) == verifies
+
+
+async def test_webhook_alone_settles_the_order(app, client, fake_paystack, start_order_payment):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+
+    answer = await fake_paystack.deliver_webhook(client, started.reference)
+    assert answer.status_code == 200
+    await drain_background_tasks(app)
+
+    assert (await _order(app, started.order_number)).status == "paid"
+    assert len(await _emails(app)) == 2
+
+
+async def test_webhook_answers_200_even_when_paystack_verify_fails(
+    app, client, fake_paystack, start_order_payment
+):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+    fake_paystack.fail_next("server_error", "/transaction/verify/")
+
+    answer = await fake_paystack.deliver_webhook(client, started.reference)
+    await drain_background_tasks(app)
+
+    assert answer.status_code == 200
+    assert (await _payment(app, started.reference)).status == "pending"
+    # Paystack's retry (or the reconciler) finishes it later.
+    await fake_paystack.deliver_webhook(client, started.reference)
+    await drain_background_tasks(app)
+    assert (await _order(app, started.order_number)).status == "paid"
+
+
+async def test_unknown_references_and_other_events_are_stored_and_acknowledged(
+    app, client, fake_paystack, snapshot
+):
+    before = await snapshot()
+    bodies = [
+        {"event": "charge.success", "data": {"reference": "not-ours-123", "status": "success"}},
+        {"event": "refund.processed", "data": {"transaction_reference": "T685312322670591"}},
+        {"event": "transfer.success", "data": {"reference": "TRF-1"}},
+        {"event": "transfer.success", "data": {"reference": "TRF-1"}},  # a retry: stored once
+    ]
+    for payload in bodies:
+        raw = json.dumps(payload).encode()
+        answer = await client.post(
+            "/paystack/webhook",
+            data=raw,
+            headers={
+                "Content-Type": "application/json",
+                "x-paystack-signature": fake_paystack.sign(raw),
+            },
+        )
+        assert answer.status_code == 200
+    await drain_background_tasks(app)
+
+    async with sessionmaker_for(app)() as db_session:
+        stored = list(
+            await db_session.execute(
+                select(WebhookEvent.event, WebhookEvent.reference).order_by(WebhookEvent.id)
+            )
+        )
+    assert [tuple(row) for row in stored] == [
+        ("charge.success", "not-ours-123"),
+        ("refund.processed", "T685312322670591"),
+        ("transfer.success", "TRF-1"),
+    ]
+    after = await snapshot()
+    assert after == before
+    assert fake_paystack.api_requests("/transaction/verify/") == []
+
+
+async def test_signed_webhook_with_a_broken_body_is_400(app, client, fake_paystack):
+    for raw in (b"not json", b"[1,2]", b'{"event": "charge.success"}'):
+        answer = await client.post(
+            "/paystack/webhook",
+            data=raw,
+            headers={
+                "Content-Type": "application/json",
+                "x-paystack-signature": fake_paystack.sign(raw),
+            },
+        )
+        assert answer.status_code == 400
+
+
+# Initialize errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "message"),
+    [
+        ("invalid_key", "Invalid key"),
+        ("duplicate_reference", "Duplicate Transaction Reference"),
+        ("currency_not_supported", "Currency not supported by merchant"),
+    ],
+)
+async def test_paystack_refusing_initialize_releases_the_reservation_and_keeps_the_cart(
+    app, fake_paystack, start_order_payment, failure, message
+):
+    fake_paystack.fail_next(failure, "/transaction/initialize")
+
+    started = await start_order_payment()
+
+    assert started.response.status_code == 409
+    html = await started.response.get_data(as_text=True)
+    assert f"Paystack could not start this payment: {message}. Nothing was charged." in html
+    payment = await _payment(app, started.reference)
+    assert payment.status == "failed" and message in payment.failure_reason
+    assert (await _order(app, started.order_number)).status == "cancelled"
+    assert await _stock(app, started.product) == 5
+    assert await _coupon_uses(app, started.coupon) == (0, 0)
+    assert await _cart_items(app, started.user) == 1  # nothing lost: pay again or by wallet
+    assert await _emails(app) == []
+
+
+async def test_htmx_refusal_swaps_the_message_into_checkout(
+    app, fake_paystack, start_order_payment
+):
+    fake_paystack.fail_next("invalid_key", "/transaction/initialize")
+
+    started = await start_order_payment(**{"HX-Request": "true"})
+
+    assert started.response.status_code == 409
+    html = await started.response.get_data(as_text=True)
+    assert html.lstrip().startswith('<section id="checkout"') and "Invalid key" in html
+
+
+async def test_a_currency_paystack_does_not_take_is_refused_for_real(
+    app, fake_paystack, start_order_payment
+):
+    app.config["PAYSTACK_CURRENCY"] = "NGN"  # the fake merchant takes GHS only
+
+    started = await start_order_payment()
+
+    assert started.response.status_code == 409
+    assert "Currency not supported by merchant" in await started.response.get_data(as_text=True)
+    assert (await _order(app, started.order_number)).status == "cancelled"
+    assert await _stock(app, started.product) == 5
+
+
+async def test_initialize_timeout_keeps_the_reservation_for_a_retry_and_the_reconciler(
+    app, fake_paystack, start_order_payment
+):
+    fake_paystack.fail_next("timeout", "/transaction/initialize")
+
+    started = await start_order_payment()
+
+    assert started.response.status_code == 303
+    assert started.response.headers["Location"] == (
+        f"/paystack/callback?reference={started.reference}"
+    )
+    first = await _payment(app, started.reference)
+    assert first.status == "pending" and first.authorization_url == ""
+    assert (await _order(app, started.order_number)).status == "pending_payment"
+    assert await _stock(app, started.product) == 3
+    assert await _cart_items(app, started.user) == 0  # the order holds the items
+    page = await started.client.get(started.response.headers["Location"])
+    html = await page.get_data(as_text=True)
+    assert "Paystack did not answer in time" in html  # the flash
+    assert "Pay again with Paystack" in html
+
+    retry = await started.client.post(
+        f"/paystack/orders/{started.order_number}/pay", form={"csrf_token": CSRF_TOKEN}
+    )
+
+    assert retry.status_code == 303
+    initializes = [r.json() for r in fake_paystack.api_requests("/transaction/initialize")]
+    assert len(initializes) == 2
+    second_reference = initializes[1]["reference"]
+    assert second_reference != started.reference  # a new attempt, a new reference
+    assert initializes[1]["amount"] == 18_000
+    fake_paystack.mark_paid(second_reference)
+    await started.client.get(f"/paystack/callback?reference={second_reference}")
+    assert (await _order(app, started.order_number)).status == "paid"
+
+    # The first attempt, never payable, is closed by the reconciler without touching the order.
+    report = await reconcile_once(
+        sessionmaker_for(app),
+        paystack_client_for(app),
+        payment_settings(app.config),
+        now=utcnow() + timedelta(minutes=31),
+    )
+    assert report.checked == 1
+    assert (await _payment(app, started.reference)).status == "abandoned"
+    assert (await _order(app, started.order_number)).status == "paid"
+    assert await _stock(app, started.product) == 3
+    assert await _coupon_uses(app, started.coupon) == (1, 1)
+
+
+async def test_initialize_timeout_alone_is_released_by_the_reconciler(
+    app, fake_paystack, start_order_payment
+):
+    fake_paystack.fail_next("timeout", "/transaction/initialize")
+    started = await start_order_payment()
+    assert (await _payment(app, started.reference)).status == "pending"
+
+    report = await reconcile_once(
+        sessionmaker_for(app),
+        paystack_client_for(app),
+        payment_settings(app.config),
+        now=utcnow() + timedelta(minutes=31),
+    )
+
+    assert report.checked == 1
+    assert (await _payment(app, started.reference)).status == "abandoned"
+    assert (await _order(app, started.order_number)).status == "cancelled"
+    assert await _stock(app, started.product) == 5
+    assert await _coupon_uses(app, started.coupon) == (0, 0)
+
+
+@pytest.mark.parametrize("failure", ["server_error", "malformed"])
+async def test_unclear_initialize_answers_are_treated_like_timeouts(
+    app, fake_paystack, start_order_payment, failure
+):
+    fake_paystack.fail_next(failure, "/transaction/initialize")
+
+    started = await start_order_payment()
+
+    assert started.response.status_code == 303
+    assert (await _payment(app, started.reference)).status == "pending"
+    assert await _stock(app, started.product) == 3
+
+
+async def test_paying_again_is_only_for_the_owners_pending_order(
+    app, fake_paystack, start_order_payment, shopper_client, make_user
+):
+    started = await start_order_payment()
+    stranger = await shopper_client(await make_user())
+    form = {"csrf_token": CSRF_TOKEN}
+
+    assert (
+        await stranger.post(f"/paystack/orders/{started.order_number}/pay", form=form)
+    ).status_code == 404
+    assert (
+        await started.client.post("/paystack/orders/CW-999999/pay", form=form)
+    ).status_code == 404
+    fake_paystack.mark_paid(started.reference)
+    await started.client.get(f"/paystack/callback?reference={started.reference}")
+    paid = await started.client.post(f"/paystack/orders/{started.order_number}/pay", form=form)
+    assert paid.status_code == 409
+    assert "is not awaiting a Paystack payment" in await paid.get_data(as_text=True)
+    assert len(fake_paystack.api_requests("/transaction/initialize")) == 1
+
+
+# Reconciler ----------------------------------------------------------------------------------
+
+
+async def test_reconciler_finishes_a_payment_whose_callback_never_came(
+    app, fake_paystack, start_order_payment
+):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+
+    too_soon = await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=1))
+    assert too_soon.checked == 0
+    report = await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=4))
+
+    assert report.checked == 1 and report.statuses == {"success": 1}
+    assert (await _order(app, started.order_number)).status == "paid"
+    assert len(await _emails(app)) == 2
+    again = await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=60))
+    assert again.checked == 0
+
+
+@pytest.mark.both_databases
+async def test_two_reconcilers_at_once_check_each_payment_once(
+    app, fake_paystack, start_order_payment
+):
+    started = [await start_order_payment() for _ in range(3)]
+    for payment in started:
+        fake_paystack.mark_paid(payment.reference)
+    verifies_before = len(fake_paystack.api_requests("/transaction/verify/"))
+    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+    later = utcnow() + timedelta(minutes=5)
+
+    reports = await asyncio.gather(*(reconcile_once(*reconcile, now=later) for _ in range(4)))
+
+    assert sum(report.checked for report in reports) == 3
+    assert len(fake_paystack.api_requests("/transaction/verify/")) - verifies_before == 3
+    for payment in started:
+        assert (await _order(app, payment.order_number)).status == "paid"
+    assert len(await _emails(app)) == 6
+
+
+async def test_reconciler_leaves_pending_like_statuses_pending(
+    app, fake_paystack, start_order_payment
+):
+    started = await start_order_payment()
+    fake_paystack.mark_status(started.reference, "ongoing")
+    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+
+    report = await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=90))
+
+    assert report.statuses == {"pending": 1}
+    assert (await _order(app, started.order_number)).status == "pending_payment"
+    assert await _stock(app, started.product) == 3
+
+
+async def test_a_charge_reported_after_the_payment_was_closed_alerts_the_admin(
+    app, client, fake_paystack, start_order_payment
+):
+    started = await start_order_payment()
+    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+    await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=31))
+    assert (await _payment(app, started.reference)).status == "abandoned"
+    fake_paystack.mark_paid(started.reference)  # the shopper paid on a page left open for hours
+
+    await fake_paystack.deliver_webhook(client, started.reference)
+    await drain_background_tasks(app)
+
+    assert (await _order(app, started.order_number)).status == "cancelled"
+    assert await _emails(app) == [("payment_problem", ADMIN_EMAIL)]
+
+
+@pytest.mark.parametrize(
+    "extra_overrides",
+    [
+        {
+            "RECONCILER_ENABLED": True,
+            "RECONCILER_INTERVAL_SECONDS": 1,
+            "PAYSTACK_RECONCILE_AFTER_MINUTES": 0,
+        }
+    ],
+)
+async def test_the_reconciler_runs_while_the_app_serves(app, fake_paystack, start_order_payment):
+    started = await start_order_payment()
+    fake_paystack.mark_paid(started.reference)
+
+    for _ in range(80):
+        if (await _order(app, started.order_number)).status == "paid":
+            break
+        await asyncio.sleep(0.1)
+
+    assert (await _order(app, started.order_number)).status == "paid"
+    assert len(await _emails(app)) == 2
+
+
+# Configuration -------------------------------------------------------------------------------
+
+
+async def test_a_free_order_is_not_sent_to_paystack(
+    app, fake_paystack, make_user, make_product, make_coupon, fill_cart, shopper_client
+):
+    user = await make_user()
+    product = await make_product(price_minor=1000, stock=5)
+    coupon = await make_coupon(code="FREEBIE", kind="fixed", value=5000)
+    await fill_cart(user, [(product, 1)], coupon.code)
+    client = await shopper_client(user)
+
+    answer = await client.post("/paystack/init", form=paystack_form())
+
+    assert answer.status_code == 422
+    assert "use the wallet button instead" in await answer.get_data(as_text=True)
+    assert await _stock(app, product) == 5
+    assert fake_paystack.requests == []
+
+
+WITHOUT_KEYS = pytest.mark.parametrize(
+    "app_overrides", [{"RATELIMIT_ENABLED": False, "ADMIN_EMAIL": ADMIN_EMAIL}]
+)
+
+
+@WITHOUT_KEYS
+async def test_without_keys_paystack_is_hidden_and_refused_with_the_reason(
+    app, make_user, make_product, fill_cart, shopper_client, snapshot
+):
+    user = await make_user()
+    product = await make_product(price_minor=1000, stock=5)
+    await fill_cart(user, [(product, 1)])
+    client = await shopper_client(user)
+    assert app.config["PAYSTACK_ENABLED"] is False
+    assert "paystack_client" not in app.extensions
+
+    checkout = await (await client.get("/checkout")).get_data(as_text=True)
+    assert 'formaction="/paystack/init"' not in checkout
+    assert PAYSTACK_HIDDEN_REASON in checkout
+    before = await snapshot()
+
+    init = await client.post("/paystack/init", form=paystack_form())
+    assert init.status_code == 409
+    assert PAYSTACK_HIDDEN_REASON in await init.get_data(as_text=True)
+    topup = await client.post(
+        "/account/wallet/topup", form={"csrf_token": CSRF_TOKEN, "amount": "50"}
+    )
+    assert topup.status_code == 409
+    assert TOPUP_UNAVAILABLE in await topup.get_data(as_text=True)
+    raw = b'{"event":"charge.success","data":{"reference":"x"}}'
+    webhook = await client.post(
+        "/paystack/webhook",
+        data=raw,
+        headers={
+            "Content-Type": "application/json",
+            "x-paystack-signature": sign_webhook_body("", raw),
+        },
+    )
+    assert webhook.status_code == 401
+    assert (await client.get("/paystack/callback?reference=abc")).status_code == 404
+    assert await snapshot() == before
+
+
+def _clean_paystack_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "PAYSTACK_ENABLED",
+        "PAYSTACK_SECRET_KEY",
+        "PAYSTACK_PUBLIC_KEY",
+        "STOREFRONT_ENV",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+PRODUCTION = {
+    "STOREFRONT_ENV": "production",
+    "SECRET_KEY": "k" * 32 + "-a-long-random-secret",
+    "PUBLIC_BASE_URL": "https://shop.example.com",
+}
+
+
+def test_production_refuses_to_start_with_half_the_paystack_keys(monkeypatch):
+    _clean_paystack_env(monkeypatch)
+    with pytest.raises(ConfigError, match="PAYSTACK_PUBLIC_KEY"):
+        load_config({**PRODUCTION, "PAYSTACK_SECRET_KEY": "sk_live_x", "PAYSTACK_PUBLIC_KEY": ""})
+    with pytest.raises(ConfigError, match="PAYSTACK_SECRET_KEY"):
+        load_config({**PRODUCTION, "PAYSTACK_SECRET_KEY": "", "PAYSTACK_PUBLIC_KEY": "pk_live_x"})
+
+
+def test_production_refuses_paystack_enabled_without_keys(monkeypatch):
+    _clean_paystack_env(monkeypatch)
+    monkeypatch.setenv("PAYSTACK_ENABLED", "true")
+    with pytest.raises(ConfigError, match="Paystack is enabled but PAYSTACK_SECRET_KEY is not set"):
+        load_config({**PRODUCTION, "PAYSTACK_SECRET_KEY": "", "PAYSTACK_PUBLIC_KEY": ""})
+
+
+def test_keys_enable_paystack_and_no_keys_disable_it(monkeypatch):
+    _clean_paystack_env(monkeypatch)
+    keys = {"PAYSTACK_SECRET_KEY": "sk_live_x", "PAYSTACK_PUBLIC_KEY": "pk_live_x"}
+    assert load_config({**PRODUCTION, **keys})["PAYSTACK_ENABLED"] is True
+    no_keys = {"PAYSTACK_SECRET_KEY": "", "PAYSTACK_PUBLIC_KEY": ""}
+    assert load_config({**PRODUCTION, **no_keys})["PAYSTACK_ENABLED"] is False
+    assert load_config({"STOREFRONT_ENV": "development", **no_keys})["PAYSTACK_ENABLED"] is False
+
+
+async def test_a_refused_retry_says_why_and_the_first_attempt_keeps_the_items(
+    app, fake_paystack, start_order_payment
+):
+    started = await start_order_payment()
+    fake_paystack.fail_next("invalid_key", "/transaction/initialize")
+
+    retry = await started.client.post(
+        f"/paystack/orders/{started.order_number}/pay", form={"csrf_token": CSRF_TOKEN}
+    )
+
+    assert retry.status_code == 409
+    assert "Paystack could not start this payment: Invalid key" in await retry.get_data(
+        as_text=True
+    )
+    assert (await _order(app, started.order_number)).status == "pending_payment"
+    assert (await _payment(app, started.reference)).status == "pending"
+    assert await _stock(app, started.product) == 3
