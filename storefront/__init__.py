@@ -5,10 +5,10 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from quart import Quart, Response, render_template, request
+from quart import Quart, Response, render_template, request, session
 from werkzeug.exceptions import HTTPException
 
-from storefront import csrf, db
+from storefront import csrf, db, security, sessions, static_files
 from storefront.auth import current_customer
 from storefront.blueprints import (
     account,
@@ -18,14 +18,18 @@ from storefront.blueprints import (
     cart,
     checkout,
     health,
+    orders,
     paystack,
+    paystack_webhook,
     shop,
 )
 from storefront.config import load_config
-from storefront.extensions import auth_manager, rate_limiter
+from storefront.extensions import init_auth
 from storefront.htmx import is_htmx
 from storefront.lib.money import format_minor
 from storefront.logs import configure_logging
+from storefront.outbox_sender import serve_outbox_sender
+from storefront.paystack_serving import serve_paystack_client, serve_reconciler
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,6 +37,8 @@ ServingHook = Callable[[Quart], AbstractAsyncContextManager[None]]
 
 # Started in this order when serving begins, stopped in reverse: the database first and last.
 SERVING_HOOKS: list[ServingHook] = [db.serve_database]
+SERVING_HOOKS.append(serve_outbox_sender)
+SERVING_HOOKS.extend([serve_paystack_client, serve_reconciler])
 
 
 def create_app(overrides: dict[str, Any] | None = None) -> Quart:
@@ -45,20 +51,39 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         static_folder=str(PROJECT_ROOT / "static"),
     )
     app.config.update(config)
-    auth_manager.init_app(app)
-    rate_limiter.init_app(app)
+    init_auth(app)
     csrf.init_csrf(app)
+    static_files.init_static_files(app)
+    sessions.init_sessions(app)
     app.jinja_env.filters["money"] = format_minor
     app.teardown_appcontext(db.close_session)
 
-    for module in (health, shop, cart, api, account, checkout, paystack, admin, admin_emails):
+    for module in (
+        health,
+        shop,
+        cart,
+        api,
+        account,
+        checkout,
+        orders,
+        paystack,
+        paystack_webhook,
+        admin,
+        admin_emails,
+    ):
         app.register_blueprint(module.blueprint)
 
     app.register_error_handler(HTTPException, _render_http_error)
+    security.init_security(app)
 
     @app.context_processor
     async def inject_customer() -> dict[str, Any]:
         return {"customer": await current_customer()}
+
+    @app.context_processor
+    def inject_cart_count() -> dict[str, Any]:
+        # The header badge reads the count the cart code keeps in the session: no query.
+        return {"cart_count": session.get("cart_count", 0)}
 
     @app.while_serving
     async def lifespan() -> AsyncIterator[None]:

@@ -24,6 +24,7 @@ pytest_plugins = [
     "tests.fixtures_accounts",
     "tests.fixtures_checkout",
     "tests.fixtures_paystack",
+    "tests.fixtures_browser",
 ]
 
 TEST_DATABASE_URL = os.environ.get(

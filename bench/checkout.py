@@ -1,0 +1,639 @@
+"""Load benchmark: wallet checkouts by many concurrent shoppers, then an invariant audit.
+
+    .venv/bin/python bench/checkout.py [--database postgresql|sqlite|both] [--shoppers 50]
+        [--checkouts 2000] [--drive service|http] [--processes 2]
+
+Makes a throwaway database (PostgreSQL: a new database on TEST_DATABASE_URL's server, dropped
+afterwards; SQLite: a temporary file), creates the tables and seeds shoppers with wallet balance,
+products with ample stock and one filled cart per checkout (two lines each, every third with a
+10 % coupon), then lets `--shoppers` concurrent shoppers pay for those carts.
+
+--drive service: each shopper is a task calling what POST /pay/wallet calls (the cart read and
+place_wallet_order in run_write_with_retries, one session per checkout), spread over
+`--processes` worker processes. --drive http: the real app under hypercorn (2 uvloop workers)
+and `--shoppers` httpx clients posting the checkout form with their signed-in cookies.
+
+Reports checkouts/s and p50/p99 latency, then audits the database: every wallet's balance equals
+the sum of its ledger entries, no negative balance or stock, stock sold equals order lines,
+one payment entry per paid order for its total, coupon uses equal redemptions, two outbox emails
+per order. Exits non-zero on any violation.
+"""
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, insert, select, text  # noqa: E402
+
+from storefront.db import make_engine, make_sessionmaker  # noqa: E402
+from storefront.models import (  # noqa: E402
+    Base,
+    Cart,
+    CartItem,
+    Coupon,
+    CouponRedemption,
+    Order,
+    OrderLine,
+    OutboxEmail,
+    Product,
+    User,
+    Wallet,
+    WalletEntry,
+    utcnow,
+)
+
+PG_SERVER_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+HOST = "127.0.0.1"
+PRODUCTS = 40
+PRODUCT_PRICE_MINOR = 2_500
+START_BALANCE_MINOR = 10_000_000
+COUPON_CODE = "BENCH10"
+ADMIN_EMAIL = "orders-desk@example.com"
+SECRET_KEY = "bench-secret-key-" + "x" * 40
+PHONE = "024 123 4567"
+ADDRESS = "12 Oxford Street, Osu, Accra"
+
+
+@dataclass
+class Shopper:
+    user_id: int
+    email: str
+    auth_token: str
+    expected_total_minor: int
+
+
+@dataclass
+class RunResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+# --- databases -----------------------------------------------------------------------------
+
+
+async def create_database(backend: str) -> tuple[str, str]:
+    """A fresh database URL and a handle for dropping it."""
+    if backend == "sqlite":
+        folder = tempfile.mkdtemp(prefix="storefront-bench-")
+        return f"sqlite+aiosqlite:///{folder}/bench.db", folder
+    import asyncpg
+
+    name = f"storefront_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(PG_SERVER_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return f"{PG_SERVER_URL.rsplit('/', 1)[0]}/{name}", name
+
+
+async def drop_database(backend: str, handle: str) -> None:
+    if backend == "sqlite":
+        shutil.rmtree(handle, ignore_errors=True)
+        return
+    import asyncpg
+
+    admin = await asyncpg.connect(PG_SERVER_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{handle}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def seed(url: str, checkouts: int) -> list[Shopper]:
+    """Tables, products, a coupon, and one shopper with balance and a filled cart per checkout."""
+    from storefront.services.users import hash_password
+
+    engine = make_engine(url)
+    password_hash = hash_password("bench password")
+    now = utcnow()
+    async with engine.begin() as connection:
+        await connection.run_sync(Base.metadata.create_all)
+        await connection.execute(
+            insert(Product),
+            [
+                {
+                    "slug": f"bench-{number}",
+                    "name": f"Bench product {number}",
+                    "description": "",
+                    "price_minor": PRODUCT_PRICE_MINOR + number * 100,
+                    "stock": 10 * checkouts,
+                    "image": "",
+                    "is_active": True,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for number in range(PRODUCTS)
+            ],
+        )
+        await connection.execute(
+            insert(Coupon).values(
+                code=COUPON_CODE,
+                kind="percent",
+                value=1000,
+                min_subtotal_minor=0,
+                uses=0,
+                is_active=True,
+                created_at=now,
+            )
+        )
+        prices = {
+            row.id: row.price_minor
+            for row in await connection.execute(select(Product.id, Product.price_minor))
+        }
+        product_ids = sorted(prices)
+        shoppers: list[Shopper] = []
+        batch = 500
+        for start in range(0, checkouts, batch):
+            numbers = range(start, min(start + batch, checkouts))
+            users = [
+                {
+                    "email": f"bench-{number}-{uuid.uuid4().hex[:6]}@example.com",
+                    "password_hash": password_hash,
+                    "name": f"Shopper {number}",
+                    "phone": "",
+                    "role": "customer",
+                    "is_active": True,
+                    "auth_token": secrets.token_urlsafe(32),
+                    "created_at": now,
+                }
+                for number in numbers
+            ]
+            rows = (
+                await connection.execute(
+                    insert(User).returning(User.id, User.email, User.auth_token), users
+                )
+            ).all()
+            user_ids = [row.id for row in rows]
+            wallet_rows = (
+                await connection.execute(
+                    insert(Wallet).returning(Wallet.id, Wallet.user_id),
+                    [
+                        {
+                            "user_id": user_id,
+                            "balance_minor": START_BALANCE_MINOR,
+                            "currency": "GHS",
+                            "updated_at": now,
+                        }
+                        for user_id in user_ids
+                    ],
+                )
+            ).all()
+            await connection.execute(
+                insert(WalletEntry),
+                [
+                    {
+                        "wallet_id": row.id,
+                        "amount_minor": START_BALANCE_MINOR,
+                        "kind": "adjustment",
+                        "source_reference": f"bench-start-{row.user_id}",
+                        "balance_after_minor": START_BALANCE_MINOR,
+                        "note": "bench balance",
+                        "actor": "bench",
+                        "created_at": now,
+                    }
+                    for row in wallet_rows
+                ],
+            )
+            cart_rows = (
+                await connection.execute(
+                    insert(Cart).returning(Cart.id, Cart.user_id),
+                    [
+                        {
+                            "token": secrets.token_urlsafe(24),
+                            "user_id": user_id,
+                            "coupon_code": COUPON_CODE if number % 3 == 0 else None,
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for number, user_id in zip(numbers, user_ids, strict=True)
+                    ],
+                )
+            ).all()
+            cart_of = {row.user_id: row.id for row in cart_rows}
+            items = []
+            for number, row in zip(numbers, rows, strict=True):
+                first = product_ids[number % PRODUCTS]
+                second = product_ids[(number * 7 + 3) % PRODUCTS]
+                lines = {first: 1} if first == second else {first: 1, second: 2}
+                subtotal = sum(prices[product] * qty for product, qty in lines.items())
+                discount = (subtotal * 1000 + 5000) // 10000 if number % 3 == 0 else 0
+                items += [
+                    {"cart_id": cart_of[row.id], "product_id": product, "quantity": qty}
+                    for product, qty in lines.items()
+                ]
+                shoppers.append(Shopper(row.id, row.email, row.auth_token, subtotal - discount))
+            await connection.execute(insert(CartItem), items)
+    await engine.dispose()
+    return shoppers
+
+
+# --- driving the service directly ------------------------------------------------------------
+
+
+async def _service_worker_run(
+    url: str, shoppers: list[Shopper], concurrency: int, pool_size: int
+) -> RunResult:
+    from storefront.services.checkout import (
+        CheckoutError,
+        place_wallet_order,
+        run_write_with_retries,
+    )
+
+    kwargs: dict[str, Any] = {}
+    if not url.startswith("sqlite"):
+        kwargs = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 120}
+    engine = make_engine(url, **kwargs)
+    sessionmaker = make_sessionmaker(engine)
+    result = RunResult()
+    queue: asyncio.Queue[Shopper] = asyncio.Queue()
+    for shopper in shoppers:
+        queue.put_nowait(shopper)
+
+    async def checkout(shopper: Shopper) -> None:
+        user = User(id=shopper.user_id, email=shopper.email)
+
+        async def place(session: Any) -> Order:
+            # As POST /pay/wallet does: None is the shopper's own cart, locked in the transaction.
+            return await place_wallet_order(
+                session,
+                user,
+                None,
+                "address",
+                PHONE,
+                ADDRESS,
+                utcnow(),
+                expected_total_minor=shopper.expected_total_minor,
+                admin_email=ADMIN_EMAIL,
+                base_url="https://shop.example.com",
+            )
+
+        started = time.perf_counter()
+        try:
+            async with sessionmaker() as session:
+                await run_write_with_retries(session, place)
+            result.outcomes["paid"] += 1
+        except CheckoutError as refused:
+            result.outcomes[f"refused: {type(refused).__name__}: {refused}"] += 1
+        except Exception as error:  # noqa: BLE001 - counted and reported as a failure
+            result.outcomes[f"ERROR: {type(error).__name__}: {error}"[:200]] += 1
+        result.latencies_ms.append((time.perf_counter() - started) * 1000)
+
+    async def shopper_task() -> None:
+        while not queue.empty():
+            await checkout(queue.get_nowait())
+
+    # Warm the pool so connection set-up is not measured.
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    started = time.perf_counter()
+    await asyncio.gather(*(shopper_task() for _ in range(concurrency)))
+    result.seconds = time.perf_counter() - started
+    await engine.dispose()
+    return result
+
+
+def _service_process(
+    url: str, shoppers: list[Shopper], concurrency: int, pool_size: int, out: Any
+) -> None:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    result = asyncio.run(_service_worker_run(url, shoppers, concurrency, pool_size))
+    out.put((result.latencies_ms, dict(result.outcomes), result.seconds))
+
+
+def drive_service(
+    url: str, shoppers: list[Shopper], concurrency: int, processes: int, pool_size: int
+) -> RunResult:
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    shares = [shoppers[number::processes] for number in range(processes)]
+    per_process = [
+        concurrency // processes + (1 if n < concurrency % processes else 0)
+        for n in range(processes)
+    ]
+    workers = [
+        context.Process(target=_service_process, args=(url, share, tasks, pool_size, out))
+        for share, tasks in zip(shares, per_process, strict=True)
+    ]
+    for worker in workers:
+        worker.start()
+    result = RunResult()
+    for _ in workers:
+        latencies, outcomes, seconds = out.get()
+        result.latencies_ms += latencies
+        result.outcomes.update(outcomes)
+        result.seconds = max(result.seconds, seconds)
+    for worker in workers:
+        worker.join()
+    return result
+
+
+# --- driving HTTP under hypercorn ------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _auth_cookie_maker(url: str) -> Any:
+    """quart-auth's own signing, with the secret key the served app uses."""
+    from storefront import create_app
+
+    app = create_app({"DATABASE_URL": url, "SECRET_KEY": SECRET_KEY})
+    auth = app.extensions["QUART_AUTH"][0]
+    return lambda auth_token: auth.dump_token(auth_token, app)
+
+
+async def drive_http(url: str, shoppers: list[Shopper], concurrency: int) -> RunResult:
+    with tempfile.TemporaryFile() as server_log:
+        return await _drive_http(url, shoppers, concurrency, server_log)
+
+
+async def _drive_http(
+    url: str, shoppers: list[Shopper], concurrency: int, server_log: Any
+) -> RunResult:
+    import httpx
+
+    port = _free_port()
+    auth_cookie = _auth_cookie_maker(url)
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "SECRET_KEY": SECRET_KEY,
+        "STOREFRONT_ENV": "development",
+        "QUART_AUTH_COOKIE_SECURE": "false",
+        "RATELIMIT_ENABLED": "false",
+        "OUTBOX_SENDER_ENABLED": "false",
+        "RECONCILER_ENABLED": "false",
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "PAYSTACK_PUBLIC_KEY": "",
+        "PAYSTACK_SECRET_KEY": "",
+        "MAIL_SERVER": "",
+    }
+    server = await asyncio.create_subprocess_exec(
+        *[
+            str(ROOT / ".venv/bin/hypercorn"),
+            "--workers",
+            "2",
+            "--worker-class",
+            "uvloop",
+            "--bind",
+            f"{HOST}:{port}",
+            "run:app",
+        ],
+        cwd=ROOT,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=server_log,
+        start_new_session=True,
+    )
+    base = f"http://{HOST}:{port}"
+    result = RunResult()
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=60) as probe:
+            for _ in range(200):
+                try:
+                    if (await probe.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                server_log.seek(0)
+                raise SystemExit("hypercorn did not start: " + server_log.read().decode())
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        clients = [
+            httpx.AsyncClient(base_url=base, timeout=120, limits=limits) for _ in range(concurrency)
+        ]
+        # Untimed: every shopper opens the checkout page once (session cookie, CSRF token).
+        signed_in: asyncio.Queue[tuple[Shopper, dict[str, str]]] = asyncio.Queue()
+        pending: asyncio.Queue[Shopper] = asyncio.Queue()
+        for shopper in shoppers:
+            pending.put_nowait(shopper)
+
+        async def open_checkout(client: httpx.AsyncClient) -> None:
+            while not pending.empty():
+                shopper = pending.get_nowait()
+                client.cookies.clear()
+                client.cookies.set("storefront_auth", auth_cookie(shopper.auth_token))
+                page = await client.get("/checkout")
+                if 'name="total_minor"' not in page.text:
+                    raise SystemExit(f"checkout page not shown: HTTP {page.status_code}")
+                token = page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+                signed_in.put_nowait((shopper, {**dict(client.cookies), "csrf": token}))
+
+        await asyncio.gather(*(open_checkout(client) for client in clients))
+
+        async def pay(client: httpx.AsyncClient) -> None:
+            while not signed_in.empty():
+                shopper, cookies = signed_in.get_nowait()
+                token = cookies.pop("csrf")
+                client.cookies.clear()
+                for name, value in cookies.items():
+                    client.cookies.set(name, value)
+                form = {
+                    "csrf_token": token,
+                    "delivery": "address",
+                    "phone": PHONE,
+                    "address": ADDRESS,
+                    "payment_method": "wallet",
+                    "total_minor": str(shopper.expected_total_minor),
+                }
+                started = time.perf_counter()
+                response = await client.post(
+                    "/pay/wallet", data=form, headers={"HX-Request": "true"}
+                )
+                result.latencies_ms.append((time.perf_counter() - started) * 1000)
+                if response.status_code == 204:
+                    result.outcomes["paid"] += 1
+                else:
+                    result.outcomes[f"HTTP {response.status_code}"] += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(pay(client) for client in clients))
+        result.seconds = time.perf_counter() - started
+        for client in clients:
+            await client.aclose()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        await asyncio.wait_for(server.wait(), timeout=30)
+    return result
+
+
+# --- the audit ------------------------------------------------------------------------------
+
+
+async def audit(url: str, checkouts: int) -> list[str]:
+    """Every invariant checkout must keep; a list of what is violated (empty when none)."""
+    from storefront.services.wallet import select_ledger_mismatches
+
+    engine = make_engine(url)
+    violations: list[str] = []
+    async with make_sessionmaker(engine)() as session:
+        mismatches = await select_ledger_mismatches(session)
+        if mismatches:
+            violations.append(
+                f"{len(mismatches)} wallets differ from their ledger: {mismatches[:3]}"
+            )
+        negative = await session.scalar(
+            select(func.count()).select_from(Wallet).where(Wallet.balance_minor < 0)
+        )
+        if negative:
+            violations.append(f"{negative} negative balances")
+        sold = {
+            row[0]: int(row[1])
+            for row in await session.execute(
+                select(OrderLine.product_id, func.sum(OrderLine.quantity))
+                .join(Order, Order.id == OrderLine.order_id)
+                .where(Order.status == "paid")
+                .group_by(OrderLine.product_id)
+            )
+        }
+        for product_id, stock in await session.execute(select(Product.id, Product.stock)):
+            if stock < 0:
+                violations.append(f"product {product_id} has stock {stock}")
+            if stock + int(sold.get(product_id, 0)) != 10 * checkouts:
+                violations.append(
+                    f"product {product_id}: stock {stock} + sold "
+                    f"{sold.get(product_id, 0)} != {10 * checkouts}"
+                )
+        orders = await session.scalar(select(func.count()).select_from(Order))
+        paid = await session.scalar(
+            select(func.count()).select_from(Order).where(Order.status == "paid")
+        )
+        if orders != paid:
+            violations.append(f"{orders - paid} orders left unpaid")
+        unmatched = await session.scalar(
+            select(func.count())
+            .select_from(Order)
+            .where(
+                ~select(WalletEntry.id)
+                .where(
+                    WalletEntry.kind == "payment",
+                    WalletEntry.source_reference == Order.number,
+                    WalletEntry.amount_minor == -Order.total_minor,
+                )
+                .exists()
+            )
+        )
+        if unmatched:
+            violations.append(f"{unmatched} orders without their exact payment entry")
+        payments = await session.scalar(
+            select(func.count()).select_from(WalletEntry).where(WalletEntry.kind == "payment")
+        )
+        if payments != orders:
+            violations.append(f"{payments} payment entries for {orders} orders")
+        uses = await session.scalar(select(Coupon.uses).where(Coupon.code == COUPON_CODE))
+        redemptions = await session.scalar(select(func.count()).select_from(CouponRedemption))
+        if uses != redemptions:
+            violations.append(f"coupon uses {uses} != redemptions {redemptions}")
+        emails = await session.scalar(select(func.count()).select_from(OutboxEmail))
+        if emails != 2 * orders:
+            violations.append(f"{emails} outbox emails for {orders} orders")
+        left_in_carts = await session.scalar(
+            select(func.count())
+            .select_from(CartItem)
+            .join(Cart, Cart.id == CartItem.cart_id)
+            .join(Order, Order.user_id == Cart.user_id)
+        )
+        if left_in_carts:
+            violations.append(f"{left_in_carts} cart lines left after their order")
+    await engine.dispose()
+    return violations + ([] if orders else ["no orders were placed"])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+async def bench(backend: str, args: argparse.Namespace) -> bool:
+    url, handle = await create_database(backend)
+    try:
+        shoppers = await seed(url, args.checkouts)
+        if args.drive == "http":
+            result = await drive_http(url, shoppers, args.shoppers)
+            how = "HTTP POST /pay/wallet via hypercorn (2 uvloop workers), httpx clients"
+        else:
+            result = await asyncio.to_thread(
+                drive_service, url, shoppers, args.shoppers, args.processes, args.pool_size
+            )
+            how = (
+                f"service (place_wallet_order in run_write_with_retries, as POST /pay/wallet), "
+                f"{args.processes} process(es), PostgreSQL pool {args.pool_size} per process"
+            )
+        violations = await audit(url, args.checkouts)
+    finally:
+        await drop_database(backend, handle)
+    paid = result.outcomes.get("paid", 0)
+    print(f"\n== Wallet checkout on {backend}: {args.shoppers} concurrent shoppers, {how}")
+    print(
+        f"   checkouts paid: {paid} of {args.checkouts} in {result.seconds:.2f} s "
+        f"= {paid / result.seconds:.0f} checkouts/s"
+    )
+    print(
+        f"   latency ms: p50 {statistics.median(result.latencies_ms):.1f}  "
+        f"p99 {percentile(result.latencies_ms, 0.99):.1f}  "
+        f"max {max(result.latencies_ms):.1f}"
+    )
+    for outcome, count in sorted(result.outcomes.items()):
+        if outcome != "paid":
+            print(f"   {count} × {outcome}")
+    print(f"   invariant violations: {len(violations)}")
+    for violation in violations:
+        print(f"     - {violation}")
+    return not violations and paid == args.checkouts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", choices=["postgresql", "sqlite", "both"], default="both")
+    parser.add_argument("--shoppers", type=int, default=50)
+    parser.add_argument("--checkouts", type=int, default=2000)
+    parser.add_argument("--drive", choices=["service", "http"], default="service")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--pool-size", type=int, default=10, help="PostgreSQL connections per process (service)"
+    )
+    args = parser.parse_args()
+    backends = ["postgresql", "sqlite"] if args.database == "both" else [args.database]
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    ok = all([asyncio.run(bench(backend, args)) for backend in backends])
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,479 @@
+"""Checkout: turn a cart into an order in one transaction, paid from the wallet or reserved."""
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storefront.db import write_transaction
+from storefront.lib.money import format_minor
+from storefront.models import Cart, Order, OrderLine, Product, User
+from storefront.services.cart import CartLine, clear_cart, select_cart_lines
+from storefront.services.coupons import (
+    CouponError,
+    evaluate_coupon,
+    release_coupon_use,
+    use_coupon,
+)
+from storefront.services.orders import (
+    next_order_number,
+    provisional_order_number,
+    restock_order_lines,
+    transition_order,
+)
+from storefront.services.outbox import InvalidEmailAddress, queue_email
+from storefront.services.wallet import InsufficientBalance, debit_wallet
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DELIVERY_CHOICES = ("address", "pickup")
+PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()-]{6,24}")
+MIN_PHONE_DIGITS = 9
+MAX_ADDRESS_LENGTH = 500
+# PostgreSQL: serialization failure, deadlock, lock not available.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "deadlock detected")
+WRITE_ATTEMPTS = 5
+
+
+# Built once: checkout runs it for every line, and building a statement costs as much as
+# sending it.
+_products = cast(Table, Product.__table__).c
+TAKE_STOCK = (
+    update(cast(Table, Product.__table__))
+    .where(
+        _products.id == bindparam("product_id"),
+        _products.stock >= bindparam("quantity"),
+        _products.is_active.is_(True),
+        _products.price_minor == bindparam("unit_price_minor"),
+    )
+    .values(stock=_products.stock - bindparam("quantity"))
+)
+
+
+class CheckoutError(Exception):
+    """Checkout was refused and nothing changed; the message is fit for the shopper."""
+
+
+class EmptyCart(CheckoutError):
+    def __init__(self) -> None:
+        super().__init__("Your cart is empty, so there is nothing to pay for.")
+
+
+class InvalidDelivery(CheckoutError):
+    def __init__(self, field_errors: dict[str, str]) -> None:
+        self.field_errors = field_errors
+        super().__init__("Check the delivery details below.")
+
+
+class OutOfStock(CheckoutError):
+    def __init__(self, product_id: int, name: str, wanted: int, available: int) -> None:
+        self.product_id = product_id
+        self.name = name
+        self.wanted = wanted
+        self.available = available
+        if available <= 0:
+            message = f"{name} is out of stock; remove it from your cart to check out."
+        else:
+            message = (
+                f"Only {available} of {name} left (your cart has {wanted}); "
+                "lower the quantity to check out."
+            )
+        super().__init__(message)
+
+
+class ProductUnavailable(CheckoutError):
+    def __init__(self, product_id: int, name: str) -> None:
+        self.product_id = product_id
+        self.name = name
+        super().__init__(f"{name} is no longer sold; remove it from your cart to check out.")
+
+
+class CouponNoLongerValid(CheckoutError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Your coupon can no longer be used: {reason} Remove it or try again.")
+
+
+class PriceChanged(CheckoutError):
+    def __init__(self, message: str) -> None:
+        super().__init__(f"{message} Nothing was charged; review the new total and pay again.")
+
+    @classmethod
+    def total(cls, shown_minor: int, total_minor: int) -> "PriceChanged":
+        return cls(
+            f"Prices changed while you were checking out: the total is now "
+            f"{format_minor(total_minor)} (you saw {format_minor(shown_minor)})."
+        )
+
+
+class InsufficientFunds(CheckoutError):
+    def __init__(self, balance_minor: int, total_minor: int) -> None:
+        self.balance_minor = balance_minor
+        self.total_minor = total_minor
+        self.shortfall_minor = total_minor - balance_minor
+        super().__init__(
+            f"Your wallet holds {format_minor(balance_minor)} but this order costs "
+            f"{format_minor(total_minor)}: top up at least {format_minor(self.shortfall_minor)}."
+        )
+
+
+class ShopBusy(CheckoutError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The shop is very busy right now and could not take your order. "
+            "Nothing was charged; please try again in a moment."
+        )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    method: str
+    phone: str
+    address: str
+
+
+@dataclass(frozen=True)
+class CheckoutPlan:
+    """What the locked cart holds, priced from a plain read; the writes at the end verify it."""
+
+    cart_id: int
+    coupon_code: str | None
+    lines: list[CartLine]
+    subtotal_minor: int
+    discount_minor: int
+    total_minor: int
+
+
+@dataclass
+class ReservedOrder:
+    order: Order
+    number: str
+    lines: list[OrderLine] = field(default_factory=list)
+
+
+def validate_delivery(delivery: str, phone: str, address: str) -> Delivery:
+    """Clean the delivery choice and contact; InvalidDelivery names each bad field."""
+    method = (delivery or "").strip()
+    phone = (phone or "").strip()
+    address = (address or "").strip()
+    field_errors: dict[str, str] = {}
+    if method not in DELIVERY_CHOICES:
+        field_errors["delivery"] = "Choose delivery to an address or pickup at the shop."
+    digits = sum(character.isdigit() for character in phone)
+    if not phone:
+        field_errors["phone"] = "Enter a phone number so we can reach you about this order."
+    elif not PHONE_PATTERN.fullmatch(phone) or digits < MIN_PHONE_DIGITS:
+        field_errors["phone"] = "Enter a phone number like 024 123 4567 or +233 24 123 4567."
+    if method == "address" and not address:
+        field_errors["address"] = "Enter the delivery address (or choose pickup)."
+    elif len(address) > MAX_ADDRESS_LENGTH:
+        field_errors["address"] = f"Keep the address under {MAX_ADDRESS_LENGTH} characters."
+    if field_errors:
+        raise InvalidDelivery(field_errors)
+    return Delivery(method, phone, address if method == "address" else "")
+
+
+async def lock_cart(session: AsyncSession, user_id: int, cart_id: int | None = None) -> Cart:
+    """The customer's cart, locked for this transaction (re-read, so its coupon is current)."""
+    # PostgreSQL: a second submit of the same cart waits here, then finds the cart empty.
+    # SQLite's BEGIN IMMEDIATE already serialises writers (and it ignores FOR UPDATE).
+    query = select(Cart).where(Cart.user_id == user_id)
+    if cart_id is not None:
+        query = query.where(Cart.id == cart_id)
+    cart = await session.scalar(query.with_for_update().execution_options(populate_existing=True))
+    if cart is None:
+        raise EmptyCart()
+    return cart
+
+
+async def _plan(
+    session: AsyncSession,
+    user: User,
+    cart: Cart,
+    now: datetime,
+    expected_total_minor: int | None,
+) -> CheckoutPlan:
+    """Price the locked cart and refuse early what is already known to fail."""
+    lines = await select_cart_lines(session, cart.id)
+    if not lines:
+        raise EmptyCart()
+    for line in lines:
+        if not line.is_active:
+            raise ProductUnavailable(line.product_id, line.name)
+        if line.quantity > line.stock:
+            raise OutOfStock(line.product_id, line.name, line.quantity, line.stock)
+    subtotal_minor = sum(line.line_total_minor for line in lines)
+    discount_minor = 0
+    if cart.coupon_code:
+        check = await evaluate_coupon(session, cart.coupon_code, subtotal_minor, user.id, now)
+        if not check.valid:
+            raise CouponNoLongerValid(check.message)
+        discount_minor = min(check.discount_minor, subtotal_minor)
+    total_minor = subtotal_minor - discount_minor
+    if expected_total_minor is not None and expected_total_minor != total_minor:
+        raise PriceChanged.total(expected_total_minor, total_minor)
+    return CheckoutPlan(
+        cart.id, cart.coupon_code or None, lines, subtotal_minor, discount_minor, total_minor
+    )
+
+
+async def _insert_order(
+    session: AsyncSession,
+    user: User,
+    plan: CheckoutPlan,
+    payment_method: str,
+    delivery: Delivery,
+    now: datetime,
+    currency: str,
+) -> ReservedOrder:
+    """The order (awaiting payment) and its lines as priced in the plan.
+
+    The order's number comes from its id, so it is known only now; the caller writes it with
+    its next statement on the order (one UPDATE fewer on the wallet path).
+    """
+    order = Order(
+        number=provisional_order_number(),
+        user_id=user.id,
+        email=user.email,
+        status="pending_payment",
+        payment_method=payment_method,
+        subtotal_minor=plan.subtotal_minor,
+        discount_minor=plan.discount_minor,
+        total_minor=plan.total_minor,
+        currency=currency,
+        coupon_code=plan.coupon_code,
+        phone=delivery.phone,
+        delivery=delivery.method,
+        address=delivery.address,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(order)
+    await session.flush()
+    lines = [
+        OrderLine(
+            order_id=order.id,
+            product_id=line.product_id,
+            name=line.name,
+            unit_price_minor=line.unit_price_minor,
+            quantity=line.quantity,
+            line_total_minor=line.line_total_minor,
+        )
+        for line in sorted(plan.lines, key=lambda line: line.product_id)
+    ]
+    session.add_all(lines)
+    await session.flush()
+    return ReservedOrder(order, next_order_number(order.id), lines)
+
+
+async def _take_stock_and_coupon(
+    session: AsyncSession, user: User, plan: CheckoutPlan, order: Order, now: datetime
+) -> None:
+    """The contended writes, last so their row locks are held only until the commit.
+
+    Stock goes down line by line in product-id order, only while there is enough, the product
+    is on sale and its price is still the one charged; then the coupon's use is counted.
+    """
+    connection = await session.connection()
+    for line in sorted(plan.lines, key=lambda line: line.product_id):
+        result = await connection.execute(
+            TAKE_STOCK,
+            {
+                "product_id": line.product_id,
+                "quantity": line.quantity,
+                "unit_price_minor": line.unit_price_minor,
+            },
+        )
+        if result.rowcount != 1:
+            raise await _line_refusal(session, line)
+    if plan.coupon_code:
+        try:
+            discount_minor = await use_coupon(
+                session, plan.coupon_code, user.id, order.id, plan.subtotal_minor, now
+            )
+        except CouponError as error:
+            raise CouponNoLongerValid(str(error)) from error
+        if min(discount_minor, plan.subtotal_minor) != plan.discount_minor:
+            raise PriceChanged("Your coupon's discount changed while you were paying.")
+
+
+async def _line_refusal(session: AsyncSession, line: CartLine) -> CheckoutError:
+    """Why a line's conditional stock update matched no row."""
+    product = (
+        await session.execute(
+            select(Product.name, Product.stock, Product.is_active, Product.price_minor).where(
+                Product.id == line.product_id
+            )
+        )
+    ).one_or_none()
+    if product is None or not product.is_active:
+        return ProductUnavailable(line.product_id, product.name if product else line.name)
+    if product.stock < line.quantity:
+        return OutOfStock(line.product_id, product.name, line.quantity, product.stock)
+    return PriceChanged(
+        f"The price of {product.name} changed to {format_minor(product.price_minor)} "
+        "while you were paying."
+    )
+
+
+async def create_order_from_cart(
+    session: AsyncSession,
+    user: User,
+    cart: Cart | None,
+    payment_method: str,
+    delivery: str,
+    phone: str,
+    address: str,
+    now: datetime,
+    *,
+    expected_total_minor: int | None = None,
+    currency: str = "GHS",
+) -> Order:
+    """Reserve: an order awaiting payment with its lines, stock taken and the coupon used.
+
+    `cart` None means the user's own cart (found and locked here, one query fewer).
+    """
+    cleaned = validate_delivery(delivery, phone, address)
+    locked = await lock_cart(session, user.id, cart.id if cart is not None else None)
+    plan = await _plan(session, user, locked, now, expected_total_minor)
+    reserved = await _insert_order(session, user, plan, payment_method, cleaned, now, currency)
+    reserved.order.number = reserved.number
+    await session.flush()
+    await _take_stock_and_coupon(session, user, plan, reserved.order, now)
+    return reserved.order
+
+
+def order_url(base_url: str, order: Order) -> str:
+    return f"{base_url.rstrip('/')}/orders/{order.number}"
+
+
+async def queue_order_emails(
+    session: AsyncSession,
+    order: Order,
+    lines: list[OrderLine],
+    admin_email: str,
+    base_url: str,
+) -> None:
+    """Queue the customer's confirmation and the admin's notice in the caller's transaction."""
+    context = {"order": order, "lines": lines, "order_url": order_url(base_url, order)}
+    recipients = [(order.email, "order_confirmation")]
+    if admin_email:
+        recipients.append((admin_email, "admin_new_order"))
+    for to, template in recipients:
+        try:
+            await queue_email(session, to, template, context, f"{template}:{order.number}")
+        except InvalidEmailAddress as error:
+            # A bad address must not cost the shopper the order; operators see it in the log.
+            log.warning("order %s: %s not queued: %s", order.number, template, error)
+
+
+async def place_wallet_order(
+    session: AsyncSession,
+    user: User,
+    cart: Cart | None,
+    delivery: str,
+    phone: str,
+    address: str,
+    now: datetime,
+    *,
+    expected_total_minor: int | None = None,
+    currency: str = "GHS",
+    admin_email: str = "",
+    base_url: str = "",
+) -> Order:
+    """Pay for the cart from the wallet: order, debit, emails, empty cart, stock and coupon.
+
+    All in the caller's transaction; any refusal (CheckoutError) means the caller rolls it all
+    back. `cart` None means the user's own cart.
+    """
+    cleaned = validate_delivery(delivery, phone, address)
+    locked = await lock_cart(session, user.id, cart.id if cart is not None else None)
+    plan = await _plan(session, user, locked, now, expected_total_minor)
+    reserved = await _insert_order(session, user, plan, "wallet", cleaned, now, currency)
+    order = reserved.order
+    if order.total_minor > 0:
+        try:
+            # Lock order cart → wallet → products → coupon: nothing else that locks this
+            # wallet (top-up, refund, adjustment) takes products or coupons before it.
+            await debit_wallet(
+                session,
+                user.id,
+                order.total_minor,
+                kind="payment",
+                source_reference=reserved.number,
+                note=f"Order {reserved.number}",
+                actor=user.email,
+            )
+        except InsufficientBalance as error:
+            raise InsufficientFunds(error.balance_minor, order.total_minor) from error
+    await transition_order(
+        session, order.id, "pending_payment", "paid", now, number=reserved.number
+    )
+    await queue_order_emails(session, order, reserved.lines, admin_email, base_url)
+    await clear_cart(session, plan.cart_id)
+    await _take_stock_and_coupon(session, user, plan, order, now)
+    return order
+
+
+async def release_order_reservation(
+    session: AsyncSession, order_id: int, now: datetime | None = None
+) -> None:
+    """Undo a reservation whose payment failed: restock, give the coupon use back, cancel."""
+    await transition_order(session, order_id, "pending_payment", "cancelled", now)
+    await restock_order_lines(session, order_id)
+    coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
+    if coupon_code:
+        await release_coupon_use(session, coupon_code, order_id)
+
+
+def is_transient_database_error(error: BaseException) -> bool:
+    """A lock or serialization conflict that the same transaction, run again, can get past."""
+    if not isinstance(error, DBAPIError):
+        return False
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return True
+    text = str(original).lower()
+    return any(message in text for message in TRANSIENT_MESSAGES)
+
+
+async def run_write_with_retries(
+    session: AsyncSession,
+    work: Callable[[AsyncSession], Awaitable[T]],
+    attempts: int = WRITE_ATTEMPTS,
+) -> T:
+    """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
+
+    A read transaction the request already began (loading the customer) is ended first, so
+    the writer opens its own; objects the caller still needs should be detached beforehand,
+    because a rollback expires every object in the session.
+    """
+    if session.in_transaction():
+        await session.commit()
+    for attempt in range(1, attempts + 1):
+        try:
+            async with write_transaction(session):
+                return await work(session)
+        except PoolTimeoutError as error:
+            log.warning("write gave up waiting for a database connection: %s", error)
+            raise ShopBusy() from error
+        except DBAPIError as error:
+            if not is_transient_database_error(error):
+                raise
+            log.warning("write attempt %d of %d hit a lock conflict: %s", attempt, attempts, error)
+            if attempt == attempts:
+                raise ShopBusy() from error
+            await asyncio.sleep(random.uniform(0.005, 0.03) * attempt)
+    raise ShopBusy()

@@ -1,0 +1,226 @@
+"""Checkout services: reserve for Paystack, release, pay from wallet, retries on lock conflicts."""
+
+import asyncio
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from storefront.db import sessionmaker_for, write_transaction
+from storefront.models import (
+    CartItem,
+    Coupon,
+    CouponRedemption,
+    Order,
+    OrderLine,
+    OutboxEmail,
+    Product,
+    WalletEntry,
+    utcnow,
+)
+from storefront.services import checkout as checkout_service
+from storefront.services.cart import select_cart_for_user
+from storefront.services.checkout import (
+    InvalidDelivery,
+    OutOfStock,
+    ShopBusy,
+    create_order_from_cart,
+    is_transient_database_error,
+    place_wallet_order,
+    release_order_reservation,
+    run_write_with_retries,
+    validate_delivery,
+)
+from storefront.services.orders import OrderStatusChanged
+from storefront.services.wallet import select_ledger_mismatches
+from tests.conftest import wallet_of
+
+
+async def _count(session, model, *where) -> int:
+    return await session.scalar(select(func.count()).select_from(model).where(*where))
+
+
+async def _reserve(app, user) -> Order:
+    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+        cart = await select_cart_for_user(db_session, user.id)
+        return await create_order_from_cart(
+            db_session, user, cart, "paystack", "address", "0241234567", "Osu, Accra", utcnow()
+        )
+
+
+def test_validate_delivery_cleans_and_names_bad_fields():
+    cleaned = validate_delivery(" pickup ", " +233 24 123 4567 ", "ignored for pickup")
+    assert (cleaned.method, cleaned.phone, cleaned.address) == ("pickup", "+233 24 123 4567", "")
+    with pytest.raises(InvalidDelivery) as refused:
+        validate_delivery("address", "12", "")
+    assert set(refused.value.field_errors) == {"phone", "address"}
+    with pytest.raises(InvalidDelivery) as refused:
+        validate_delivery("address", "0241234567", "x" * 501)
+    assert set(refused.value.field_errors) == {"address"}
+
+
+@pytest.mark.both_databases
+async def test_reservation_takes_stock_and_coupon_but_no_money(
+    app, session, make_user, make_product, make_coupon, fill_cart
+):
+    user = await make_user(balance_minor=5_000)
+    product = await make_product(name="Router", price_minor=40_000, stock=3)
+    coupon = await make_coupon(kind="fixed", value=4_000, max_uses=2)
+    cart = await fill_cart(user, [(product, 2)], coupon_code=coupon.code)
+
+    order = await _reserve(app, user)
+
+    assert (order.status, order.payment_method, order.total_minor) == (
+        "pending_payment",
+        "paystack",
+        76_000,
+    )
+    assert order.number == f"CW-{order.id:06d}"
+    assert await session.scalar(select(Product.stock).where(Product.id == product.id)) == 1
+    assert await session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id)) == 1
+    assert await _count(session, CouponRedemption, CouponRedemption.order_id == order.id) == 1
+    assert await _count(session, OrderLine, OrderLine.order_id == order.id) == 1
+    # The cart stays until payment succeeds; no money moved and nothing was mailed.
+    assert await _count(session, CartItem, CartItem.cart_id == cart.id) == 1
+    assert await _count(session, WalletEntry, WalletEntry.kind == "payment") == 0
+    assert (await wallet_of(session, user)).balance_minor == 5_000
+    assert await _count(session, OutboxEmail) == 0
+
+
+@pytest.mark.both_databases
+async def test_release_gives_back_stock_and_coupon_use_once(
+    app, session, make_user, make_product, make_coupon, fill_cart
+):
+    user = await make_user()
+    product = await make_product(price_minor=10_000, stock=3)
+    coupon = await make_coupon(kind="percent", value=500, max_uses=1)
+    await fill_cart(user, [(product, 3)], coupon_code=coupon.code)
+    order = await _reserve(app, user)
+
+    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+        await release_order_reservation(db_session, order.id)
+    with pytest.raises(OrderStatusChanged):
+        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+            await release_order_reservation(db_session, order.id)
+
+    assert await session.scalar(select(Order.status).where(Order.id == order.id)) == "cancelled"
+    assert await session.scalar(select(Product.stock).where(Product.id == product.id)) == 3
+    assert await session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id)) == 0
+    assert await _count(session, CouponRedemption) == 0
+
+
+@pytest.mark.both_databases
+async def test_release_refuses_a_paid_order(app, session, make_user, make_product, fill_cart):
+    user = await make_user(balance_minor=10_000)
+    product = await make_product(price_minor=10_000, stock=3)
+    cart = await fill_cart(user, [(product, 1)])
+    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+        order = await place_wallet_order(
+            db_session, user, cart, "pickup", "0241234567", "", utcnow()
+        )
+    with pytest.raises(OrderStatusChanged):
+        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+            await release_order_reservation(db_session, order.id)
+    assert await session.scalar(select(Order.status).where(Order.id == order.id)) == "paid"
+    assert await session.scalar(select(Product.stock).where(Product.id == product.id)) == 2
+
+
+@pytest.mark.both_databases
+async def test_free_order_after_full_discount_needs_no_debit(
+    app, session, make_user, make_product, make_coupon, fill_cart
+):
+    user = await make_user(balance_minor=0)
+    product = await make_product(price_minor=3_000, stock=3)
+    coupon = await make_coupon(kind="percent", value=10_000)
+    cart = await fill_cart(user, [(product, 1)], coupon_code=coupon.code)
+    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+        order = await place_wallet_order(
+            db_session, user, cart, "pickup", "0241234567", "", utcnow()
+        )
+    assert (order.status, order.total_minor, order.discount_minor) == ("paid", 0, 3_000)
+    assert await _count(session, WalletEntry) == 0
+    assert await select_ledger_mismatches(session) == []
+
+
+@pytest.mark.both_databases
+async def test_reservations_race_for_the_last_units(
+    app, session, make_user, make_product, fill_cart
+):
+    # Paystack's init path: 20 shoppers reserve at once, each in its own session.
+    product = await make_product(price_minor=10_000, stock=3)
+    users = [await make_user() for _ in range(20)]
+    for user in users:
+        await fill_cart(user, [(product, 1)])
+
+    async def reserve(user) -> bool:
+        try:
+            await _reserve(app, user)
+        except OutOfStock:
+            return False
+        return True
+
+    results = await asyncio.gather(*(reserve(user) for user in users))
+    assert sum(results) == 3
+    assert await session.scalar(select(Product.stock).where(Product.id == product.id)) == 0
+    assert await _count(session, Order, Order.status == "pending_payment") == 3
+
+
+class _FakeOriginal(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("message", "sqlstate", "transient"),
+    [
+        ("database is locked", None, True),
+        ("deadlock detected", "40P01", True),
+        ("could not serialize access due to concurrent update", "40001", True),
+        ("lock not available", "55P03", True),
+        ("no such table: orders", None, False),
+    ],
+)
+def test_transient_errors_are_recognised(message, sqlstate, transient):
+    error = OperationalError("SELECT 1", {}, _FakeOriginal(message, sqlstate))
+    assert is_transient_database_error(error) is transient
+
+
+async def test_lock_conflicts_are_retried_until_they_pass(app, session):
+    calls = 0
+
+    async def work(_session) -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise OperationalError("UPDATE", {}, _FakeOriginal("database is locked"))
+        return "placed"
+
+    assert await run_write_with_retries(session, work) == "placed"
+    assert calls == 3
+
+
+async def test_persistent_lock_conflicts_become_shop_busy(app, session):
+    calls = 0
+
+    async def work(_session) -> None:
+        nonlocal calls
+        calls += 1
+        raise OperationalError("UPDATE", {}, _FakeOriginal("deadlock detected", "40P01"))
+
+    with pytest.raises(ShopBusy):
+        await run_write_with_retries(session, work)
+    assert calls == checkout_service.WRITE_ATTEMPTS
+
+
+async def test_other_database_errors_are_not_retried(app, session):
+    calls = 0
+
+    async def work(_session) -> None:
+        nonlocal calls
+        calls += 1
+        raise IntegrityError("INSERT", {}, _FakeOriginal("UNIQUE constraint failed"))
+
+    with pytest.raises(IntegrityError):
+        await run_write_with_retries(session, work)
+    assert calls == 1
