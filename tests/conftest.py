@@ -14,9 +14,10 @@ from quart_auth import generate_auth_token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront import create_app
-from storefront.db import make_engine, sessionmaker_for, write_transaction
-from storefront.models import Base, User, Wallet
+from storefront.db import sessionmaker_for, write_transaction
+from storefront.models import User, Wallet
 from storefront.services.users import insert_user
+from tests.live import create_tables, test_app_config
 
 pytest_plugins = [
     "tests.fixtures_mail",
@@ -47,9 +48,7 @@ def test_password_hash() -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "both_databases: run the test on SQLite and on PostgreSQL"
-    )
+    config.addinivalue_line("markers", "both_databases: run the test on SQLite and on PostgreSQL")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -111,27 +110,8 @@ def _app_overrides() -> dict[str, Any]:
 
 @pytest.fixture(name="app")
 async def _app(database_url: str, app_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
-    engine = make_engine(database_url)
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
-    await engine.dispose()
-    config = {
-        "DATABASE_URL": database_url,
-        "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
-        "STOREFRONT_ENV": "development",
-        "TESTING": True,
-        "QUART_AUTH_COOKIE_SECURE": False,
-        "SESSION_COOKIE_SECURE": False,
-        "OUTBOX_SENDER_ENABLED": False,
-        "RECONCILER_ENABLED": False,
-        "MAIL_SERVER": "",
-        "SENDGRID_API_KEY": "",
-        "PAYSTACK_PUBLIC_KEY": "",
-        "PAYSTACK_SECRET_KEY": "",
-        "ADMIN_EMAIL": "admin@shop.test",
-        **app_overrides,
-    }
-    app = create_app(config)
+    await create_tables(database_url)
+    app = create_app(test_app_config(database_url, **app_overrides))
     async with app.test_app():
         yield app
 

@@ -20,7 +20,6 @@ import functools
 import json
 import re
 import secrets
-import socket
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from hypercorn.config import Config as HypercornConfig
 from quart import Quart, Response, redirect, request
 
 from storefront.lib.paystack import sign_webhook_body
+from tests.live import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_PAYSTACK = REPO_ROOT.parent / "shared" / "paystack"
@@ -333,7 +333,7 @@ class FakePaystack:
         return f"http://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         config = HypercornConfig()
         config.bind = [f"127.0.0.1:{self.port}"]
         config.graceful_timeout = 0.2
@@ -612,9 +612,3 @@ def _error(
     if code:
         body["code"] = code
     return _json(status, body)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

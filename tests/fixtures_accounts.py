@@ -2,7 +2,6 @@
 pre-seeded CSRF token, reset-link parsing, and a live hypercorn server with Chromium for the
 browser journey."""
 
-import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -107,59 +106,21 @@ async def _accounts_live_server(
     database_url: str, app_overrides: dict[str, Any]
 ) -> AsyncIterator[LiveServer]:
     """The app served by hypercorn on a free 127.0.0.1 port, in this test's event loop."""
-    from hypercorn.asyncio import serve
-    from hypercorn.config import Config
-
     from storefront import create_app
-    from storefront.db import make_engine
-    from storefront.models import Base
-    from tests.fixtures_mail import free_port
+    from tests.live import create_tables, served_over_http, test_app_config
 
-    engine = make_engine(database_url)
-    async with engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
-    await engine.dispose()
+    await create_tables(database_url)
     app = create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "browser-test-secret-key-0123456789-abcdefghij",
-            "STOREFRONT_ENV": "development",
-            "QUART_AUTH_COOKIE_SECURE": False,
-            "SESSION_COOKIE_SECURE": False,
-            "OUTBOX_SENDER_ENABLED": False,
-            "RECONCILER_ENABLED": False,
-            "MAIL_SERVER": "",
-            "SENDGRID_API_KEY": "",
-            "PAYSTACK_PUBLIC_KEY": "",
-            "PAYSTACK_SECRET_KEY": "",
+        test_app_config(
+            database_url,
+            SECRET_KEY="browser-test-secret-key-0123456789-abcdefghij",
+            TESTING=False,
+            ADMIN_EMAIL="",
             **app_overrides,
-        }
+        )
     )
-    port = free_port()
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if task.done() or asyncio.get_running_loop().time() > deadline:
-                task.result() if task.done() else None
-                raise AssertionError("the live server did not start") from None
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        break
-    try:
-        yield LiveServer(app, f"http://127.0.0.1:{port}")
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    async with served_over_http(app) as base_url:
+        yield LiveServer(app, base_url)
 
 
 @pytest.fixture(name="chromium_browser")

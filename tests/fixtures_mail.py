@@ -5,7 +5,6 @@ import asyncio
 import email
 import email.policy
 import json
-import socket
 import ssl
 import subprocess
 import threading
@@ -21,6 +20,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
+from tests.live import free_port
+
 SMTP_USERNAME = "mailer"
 SMTP_PASSWORD = "mailer-password"
 
@@ -29,13 +30,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "sender_enabled: the app fixture runs the outbox sender task (mail tests)"
     )
-
-
-def free_port() -> int:
-    """A port nobody listens on now (aiosmtpd's Controller(port=0) cannot report its port)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

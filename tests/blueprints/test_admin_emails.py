@@ -12,7 +12,8 @@ from storefront.models import OutboxEmail, utcnow
 from storefront.outbox_sender import drain_outbox, send_due_batch
 from storefront.services.outbox import queue_email
 from tests.conftest import CSRF_TOKEN
-from tests.fixtures_mail import free_port, smtp_config
+from tests.fixtures_mail import smtp_config
+from tests.live import free_port
 
 T0 = datetime(2030, 1, 1, 12, 0, 0)
 SENDER = "CyberWorld Test <shop@cyberworld.test>"

@@ -2,20 +2,16 @@
 two products, change a quantity on the cart page and apply WELCOME10 — once with htmx (no page
 loads) and once with JavaScript off (plain form posts and redirects)."""
 
-import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
 from storefront import create_app
 from storefront.db import make_engine, make_sessionmaker, write_transaction
 from storefront.models import Base, Coupon, Product
+from tests.live import served_over_http, test_app_config
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,12 +40,6 @@ class Shop:
     base_url: str
     necklace_id: int  # GH₵ 100.00
     kente_id: int  # GH₵ 50.00
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def _seed(database_url: str) -> tuple[int, int]:
@@ -88,46 +78,16 @@ async def _shop(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]
     database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('journey') / 'shop.db'}"
     necklace_id, kente_id = await _seed(database_url)
     app = create_app(
-        {
-            "DATABASE_URL": database_url,
-            "SECRET_KEY": "journey-secret-key-that-is-long-enough-0123456789",
-            "STOREFRONT_ENV": "development",
-            "QUART_AUTH_COOKIE_SECURE": False,
-            "SESSION_COOKIE_SECURE": False,
-            "OUTBOX_SENDER_ENABLED": False,
-            "RECONCILER_ENABLED": False,
-            "RATELIMIT_ENABLED": False,
-            "MAIL_SERVER": "",
-            "SENDGRID_API_KEY": "",
-            "PAYSTACK_PUBLIC_KEY": "",
-            "PAYSTACK_SECRET_KEY": "",
-        }
+        test_app_config(
+            database_url,
+            SECRET_KEY="journey-secret-key-that-is-long-enough-0123456789",
+            TESTING=False,
+            ADMIN_EMAIL="",
+            RATELIMIT_ENABLED=False,
+        )
     )
-    port = _free_port()
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.accesslog = None
-    config.errorlog = None
-    shutdown = asyncio.Event()
-    server = asyncio.create_task(serve(app, config, shutdown_trigger=shutdown.wait))
-    base_url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient() as probe:
-        for _ in range(200):
-            if server.done():
-                server.result()  # raises the reason the server stopped
-            try:
-                if (await probe.get(base_url + "/healthz")).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.05)
-        else:
-            raise RuntimeError("the shop did not start serving within 10 seconds")
-    try:
+    async with served_over_http(app) as base_url:
         yield Shop(base_url, necklace_id, kente_id)
-    finally:
-        shutdown.set()
-        await asyncio.wait_for(server, 15)
 
 
 @pytest.fixture(name="browser", scope="module")

@@ -16,7 +16,8 @@ from storefront.lib.mail import (
     describe_transport,
     transport_from_config,
 )
-from tests.fixtures_mail import SMTP_PASSWORD, SMTP_USERNAME, free_port
+from tests.fixtures_mail import SMTP_PASSWORD, SMTP_USERNAME
+from tests.live import free_port
 
 SENDER = "CyberWorld Test <shop@cyberworld.test>"
 

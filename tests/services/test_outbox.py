@@ -23,7 +23,8 @@ from storefront.outbox_sender import (
 )
 from storefront.services import outbox
 from storefront.services.outbox import InvalidEmailAddress, queue_email
-from tests.fixtures_mail import free_port, smtp_config, wait_until
+from tests.fixtures_mail import smtp_config, wait_until
+from tests.live import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 SENDER = "CyberWorld Test <shop@cyberworld.test>"
