@@ -1,26 +1,30 @@
 """Load benchmark: wallet checkouts by many concurrent shoppers, then an invariant audit.
 
     .venv/bin/python bench/checkout.py [--database postgresql|sqlite|both] [--shoppers 50]
-        [--checkouts 2000] [--drive service|http] [--processes 2]
+        [--checkouts 2000] [--drive service|http] [--processes 2] [--pool-size 5]
 
 Makes a throwaway database (PostgreSQL: a new database on TEST_DATABASE_URL's server, dropped
-afterwards; SQLite: a temporary file), creates the tables and seeds shoppers with wallet balance,
-products with ample stock and one filled cart per checkout (two lines each, every third with a
+afterwards; SQLite: a temporary file), creates the tables and seeds one shopper per checkout with
+wallet balance and a filled cart (two lines over 40 products, every third cart with a
 10 % coupon), then lets `--shoppers` concurrent shoppers pay for those carts.
 
---drive service: each shopper is a task calling what POST /pay/wallet calls (the cart read and
-place_wallet_order in run_write_with_retries, one session per checkout), spread over
-`--processes` worker processes. --drive http: the real app under hypercorn (2 uvloop workers)
-and `--shoppers` httpx clients posting the checkout form with their signed-in cookies.
+--drive service: each shopper is a task calling what POST /pay/wallet calls (place_wallet_order
+for the shopper's own cart inside run_write_with_retries, one session per checkout), spread over
+`--processes` worker processes with `--pool-size` PostgreSQL connections each. --drive http: the
+real app under hypercorn (2 uvloop workers); each shopper first opens GET /checkout (untimed, for
+its session cookie and CSRF token), then `--shoppers` httpx clients post the checkout forms.
 
-Reports checkouts/s and p50/p99 latency, then audits the database: every wallet's balance equals
-the sum of its ledger entries, no negative balance or stock, stock sold equals order lines,
-one payment entry per paid order for its total, coupon uses equal redemptions, two outbox emails
-per order. Exits non-zero on any violation.
+Reports checkouts/s, p50/p99 latency of a checkout, and CPU per checkout (the app's processes and
+the PostgreSQL backends serving the benchmark's database) — the figure that other load on a shared
+machine cannot skew. Then audits the database: every wallet's balance equals the sum of its
+ledger entries, no negative balance or stock, stock + sold = stock at the start for every
+product, one payment entry per order for exactly its total, coupon uses equal redemptions, two
+outbox emails per order, no cart lines left behind. Exits non-zero on any violation.
 """
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import secrets
@@ -87,6 +91,71 @@ class RunResult:
     latencies_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    app_cpu_seconds: float = 0.0
+    postgres_cpu_seconds: float = 0.0
+
+
+def _process_cpu_seconds(pid: int) -> float:
+    """utime + stime of one process from /proc (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_where(predicate: Any) -> list[int]:
+    """Processes whose (command line, process group) the predicate accepts."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if predicate(command, int(fields[2])):  # fields[2]: the process group
+            pids.append(int(entry))
+    return pids
+
+
+def postgres_backend_cpu(database: str) -> dict[int, float]:
+    """CPU used so far by each PostgreSQL backend serving this database (its title names it)."""
+    pids = _pids_where(
+        lambda command, _group: command.startswith("postgres: ") and f" {database} " in command
+    )
+    return {pid: _process_cpu_seconds(pid) for pid in pids}
+
+
+class PostgresCpuMeter:
+    """Samples the database's backends while a run goes on: a backend that exits when its
+    pool is disposed takes its CPU figure with it, so the last sample before that counts."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.first = postgres_backend_cpu(database)
+        self.last = dict(self.first)
+        self.stopped = asyncio.Event()
+
+    async def run(self, interval: float = 0.2) -> None:
+        while not self.stopped.is_set():
+            self.last.update(postgres_backend_cpu(self.database))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), interval)
+
+    def stop(self) -> float:
+        self.last.update(postgres_backend_cpu(self.database))
+        self.stopped.set()
+        return sum(cpu - self.first.get(pid, 0.0) for pid, cpu in self.last.items())
+
+
+def process_group_cpu_seconds(group: int) -> float:
+    pids = _pids_where(lambda _command, process_group: process_group == group)
+    return sum(_process_cpu_seconds(pid) for pid in pids)
 
 
 # --- databases -----------------------------------------------------------------------------
@@ -308,8 +377,10 @@ async def _service_worker_run(
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
     started = time.perf_counter()
+    cpu_started = time.process_time()
     await asyncio.gather(*(shopper_task() for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
+    result.app_cpu_seconds = time.process_time() - cpu_started
     await engine.dispose()
     return result
 
@@ -324,7 +395,7 @@ def _service_process(
     except ImportError:
         pass
     result = asyncio.run(_service_worker_run(url, shoppers, concurrency, pool_size))
-    out.put((result.latencies_ms, dict(result.outcomes), result.seconds))
+    out.put((result.latencies_ms, dict(result.outcomes), result.seconds, result.app_cpu_seconds))
 
 
 def drive_service(
@@ -345,7 +416,8 @@ def drive_service(
         worker.start()
     result = RunResult()
     for _ in workers:
-        latencies, outcomes, seconds = out.get()
+        latencies, outcomes, seconds, app_cpu_seconds = out.get()
+        result.app_cpu_seconds += app_cpu_seconds
         result.latencies_ms += latencies
         result.outcomes.update(outcomes)
         result.seconds = max(result.seconds, seconds)
@@ -382,6 +454,7 @@ async def _drive_http(
 ) -> RunResult:
     import httpx
 
+    database = url.rsplit("/", 1)[1]
     port = _free_port()
     auth_cookie = _auth_cookie_maker(url)
     environment = {
@@ -478,8 +551,14 @@ async def _drive_http(
                     result.outcomes[f"HTTP {response.status_code}"] += 1
 
         started = time.perf_counter()
+        server_cpu_started = process_group_cpu_seconds(server.pid)
+        meter = PostgresCpuMeter(database)
+        sampling = asyncio.create_task(meter.run())
         await asyncio.gather(*(pay(client) for client in clients))
         result.seconds = time.perf_counter() - started
+        result.app_cpu_seconds = process_group_cpu_seconds(server.pid) - server_cpu_started
+        result.postgres_cpu_seconds = meter.stop()
+        await sampling
         for client in clients:
             await client.aclose()
     finally:
@@ -576,16 +655,24 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 async def bench(backend: str, args: argparse.Namespace) -> bool:
+    load_before = " ".join(f"{load:.2f}" for load in os.getloadavg())
     url, handle = await create_database(backend)
     try:
         shoppers = await seed(url, args.checkouts)
         if args.drive == "http":
             result = await drive_http(url, shoppers, args.shoppers)
-            how = "HTTP POST /pay/wallet via hypercorn (2 uvloop workers), httpx clients"
+            how = (
+                "HTTP POST /pay/wallet via hypercorn (2 uvloop workers), "
+                "httpx clients on the same machine"
+            )
         else:
+            meter = PostgresCpuMeter(url.rsplit("/", 1)[1])
+            sampling = asyncio.create_task(meter.run())
             result = await asyncio.to_thread(
                 drive_service, url, shoppers, args.shoppers, args.processes, args.pool_size
             )
+            result.postgres_cpu_seconds = meter.stop()
+            await sampling
             how = (
                 f"service (place_wallet_order in run_write_with_retries, as POST /pay/wallet), "
                 f"{args.processes} process(es), PostgreSQL pool {args.pool_size} per process"
@@ -604,6 +691,17 @@ async def bench(backend: str, args: argparse.Namespace) -> bool:
         f"p99 {percentile(result.latencies_ms, 0.99):.1f}  "
         f"max {max(result.latencies_ms):.1f}"
     )
+    cpu_seconds = result.app_cpu_seconds + result.postgres_cpu_seconds
+    if paid and cpu_seconds:
+        per_cpu_second = paid / cpu_seconds
+        print(
+            f"   CPU per checkout: app {result.app_cpu_seconds / paid * 1000:.1f} ms + "
+            f"PostgreSQL {result.postgres_cpu_seconds / paid * 1000:.1f} ms = "
+            f"{per_cpu_second:.0f} checkouts per CPU-second "
+            f"(≈ {per_cpu_second * (os.cpu_count() or 1):.0f}/s if all "
+            f"{os.cpu_count()} cores were this benchmark's)"
+        )
+    print(f"   load average before: {load_before}")
     for outcome, count in sorted(result.outcomes.items()):
         if outcome != "paid":
             print(f"   {count} × {outcome}")
@@ -621,7 +719,7 @@ def main() -> None:
     parser.add_argument("--drive", choices=["service", "http"], default="service")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
-        "--pool-size", type=int, default=10, help="PostgreSQL connections per process (service)"
+        "--pool-size", type=int, default=5, help="PostgreSQL connections per process (service)"
     )
     args = parser.parse_args()
     backends = ["postgresql", "sqlite"] if args.database == "both" else [args.database]

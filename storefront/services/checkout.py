@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +31,7 @@ from storefront.services.orders import (
     transition_order,
 )
 from storefront.services.outbox import InvalidEmailAddress, queue_email
-from storefront.services.wallet import InsufficientBalance, debit_wallet
+from storefront.services.wallet import InsufficientBalance, WalletError, debit_wallet
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ TAKE_STOCK = (
     )
     .values(stock=_products.stock - bindparam("quantity"))
 )
+
+INSERT_ORDER_LINE = insert(cast(Table, OrderLine.__table__))
 
 
 class CheckoutError(Exception):
@@ -261,20 +263,21 @@ async def _insert_order(
     )
     session.add(order)
     await session.flush()
-    lines = [
-        OrderLine(
-            order_id=order.id,
-            product_id=line.product_id,
-            name=line.name,
-            unit_price_minor=line.unit_price_minor,
-            quantity=line.quantity,
-            line_total_minor=line.line_total_minor,
-        )
+    rows = [
+        {
+            "order_id": order.id,
+            "product_id": line.product_id,
+            "name": line.name,
+            "unit_price_minor": line.unit_price_minor,
+            "quantity": line.quantity,
+            "line_total_minor": line.line_total_minor,
+        }
         for line in sorted(plan.lines, key=lambda line: line.product_id)
     ]
-    session.add_all(lines)
-    await session.flush()
-    return ReservedOrder(order, next_order_number(order.id), lines)
+    # One Core executemany (a fraction of the ORM's flush); the emails get the same lines as
+    # plain objects that the session does not track.
+    await (await session.connection()).execute(INSERT_ORDER_LINE, rows)
+    return ReservedOrder(order, next_order_number(order.id), [OrderLine(**row) for row in rows])
 
 
 async def _take_stock_and_coupon(
@@ -417,6 +420,8 @@ async def place_wallet_order(
             )
         except InsufficientBalance as error:
             raise InsufficientFunds(error.balance_minor, order.total_minor) from error
+        except WalletError as error:
+            raise CheckoutError(f"Your wallet cannot pay for this order: {error}") from error
     await transition_order(
         session, order.id, "pending_payment", "paid", now, number=reserved.number
     )

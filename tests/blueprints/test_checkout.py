@@ -17,6 +17,7 @@ from storefront.models import (
     OrderLine,
     OutboxEmail,
     Product,
+    Wallet,
     WalletEntry,
 )
 from storefront.services.wallet import select_ledger_mismatches
@@ -365,6 +366,18 @@ async def test_empty_cart_is_refused(client, make_user, sign_in, snapshot):
     user = await make_user(balance_minor=100_000)
     sign_in(client, user)
     await _assert_refused(client, snapshot, checkout_form(), "Your cart is empty")
+
+
+async def test_a_shopper_without_a_wallet_is_refused_not_failed(
+    app, client, make_user, sign_in, make_product, fill_cart, snapshot
+):
+    user = await make_user()
+    await fill_cart(user, [(await make_product(price_minor=1_000), 1)])
+    async with sessionmaker_for(app)() as other:
+        await other.execute(Wallet.__table__.delete().where(Wallet.user_id == user.id))
+        await other.commit()
+    sign_in(client, user)
+    await _assert_refused(client, snapshot, checkout_form(1_000), "Your wallet cannot pay")
 
 
 @pytest.mark.parametrize(
