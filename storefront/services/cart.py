@@ -23,6 +23,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 
 from storefront.models import Cart, CartItem, Product, utcnow
@@ -520,9 +522,11 @@ async def clear_cart(session: AsyncSession, cart_id: int) -> None:
         .values(coupon_code=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    cart = await session.get(Cart, cart_id)
+    # A Cart already loaded in this session shows the change without being marked dirty
+    # (which would send the same UPDATE again at flush) and without a SELECT when absent.
+    cart = session.identity_map.get(identity_key(Cart, cart_id))
     if cart is not None:
-        cart.coupon_code = None
+        set_committed_value(cart, "coupon_code", None)
 
 
 async def merge_guest_cart(
