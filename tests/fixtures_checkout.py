@@ -73,31 +73,13 @@ def _make_product(app: Quart) -> Callable[..., Awaitable[Product]]:
 
 
 @pytest.fixture(name="make_coupon")
-def _make_coupon(app: Quart) -> Callable[..., Awaitable[Coupon]]:
-    """Insert a coupon, committed (percent coupons take basis points)."""
+def _make_coupon(
+    add_coupon: Callable[..., Awaitable[Coupon]],
+) -> Callable[..., Awaitable[Coupon]]:
+    """Insert a coupon, committed, under a fresh code unless one is given (see add_coupon)."""
 
-    async def make(
-        code: str | None = None,
-        kind: str = "percent",
-        value: int = 1000,
-        max_uses: int | None = None,
-        uses: int = 0,
-        max_uses_per_customer: int | None = None,
-        min_subtotal_minor: int = 0,
-    ) -> Coupon:
-        async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
-            coupon = Coupon(
-                code=(code or f"SAVE{uuid.uuid4().hex[:6]}").upper(),
-                kind=kind,
-                value=value,
-                max_uses=max_uses,
-                uses=uses,
-                max_uses_per_customer=max_uses_per_customer,
-                min_subtotal_minor=min_subtotal_minor,
-                is_active=True,
-            )
-            db_session.add(coupon)
-        return coupon
+    async def make(code: str | None = None, **fields: Any) -> Coupon:
+        return await add_coupon(code or f"SAVE{uuid.uuid4().hex[:6]}", **fields)
 
     return make
 
