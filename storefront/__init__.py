@@ -85,7 +85,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         # The header badge reads the count the cart code keeps in the session: no query.
         return {"cart_count": session.get("cart_count", 0)}
 
-    @app.while_serving
+    @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             for hook in SERVING_HOOKS:

@@ -1,6 +1,6 @@
 """One place that decides fragment or page, and how to send a shopper elsewhere."""
 
-from typing import Any
+from typing import Any, cast
 
 from jinja2_fragments.quart import render_block
 from quart import Response, make_response, redirect, render_template, request
@@ -23,7 +23,7 @@ async def render_page_or_block(
         body = await render_block(template, block, **context)
     else:
         body = await render_template(template, **context)
-    response = await make_response(body, status)
+    response = cast(Response, await make_response(body, status))
     response.headers["Vary"] = "HX-Request"
     return response
 
@@ -33,7 +33,9 @@ async def render_fragment_or_page(
 ) -> Response:
     """A partial template for htmx, the full page otherwise."""
     template = fragment_template if is_htmx() else page_template
-    response = await make_response(await render_template(template, **context), status)
+    response = cast(
+        Response, await make_response(await render_template(template, **context), status)
+    )
     response.headers["Vary"] = "HX-Request"
     return response
 
@@ -41,7 +43,8 @@ async def render_fragment_or_page(
 async def navigate(url: str) -> Response:
     """Full navigation: 204 + HX-Redirect for htmx (it ignores 3xx headers), else 303."""
     if request.headers.get("HX-Request") == "true":
-        response = await make_response("", 204)
+        response = cast(Response, await make_response("", 204))
         response.headers["HX-Redirect"] = url
         return response
-    return redirect(url, 303)
+    # Quart's redirect builds the app's response class; werkzeug's annotation says otherwise.
+    return cast(Response, redirect(url, 303))

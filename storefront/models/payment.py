@@ -23,9 +23,7 @@ class Payment(Base):
     __tablename__ = "payments"
     __table_args__ = (
         CheckConstraint("purpose IN ('order', 'wallet_topup')", name="purpose"),
-        CheckConstraint(
-            "status IN ('pending', 'success', 'failed', 'abandoned')", name="status"
-        ),
+        CheckConstraint("status IN ('pending', 'success', 'failed', 'abandoned')", name="status"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
     )
 

@@ -57,9 +57,7 @@ class WalletEntry(Base):
         UniqueConstraint("kind", "source_reference"),
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
         CheckConstraint("balance_after_minor >= 0", name="balance_after_not_negative"),
-        CheckConstraint(
-            "kind IN ('topup', 'payment', 'refund', 'adjustment')", name="kind"
-        ),
+        CheckConstraint("kind IN ('topup', 'payment', 'refund', 'adjustment')", name="kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

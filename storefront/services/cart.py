@@ -4,13 +4,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import (
     ColumnElement,
     DateTime,
     Integer,
     String,
+    Table,
     and_,
     bindparam,
     delete,
@@ -33,9 +34,9 @@ from storefront.services.coupons import evaluate_coupon, normalise_code
 MAX_QUANTITY_DIGITS = 6
 
 # Core tables for the add's hot path: no ORM compile or identity-map work per statement.
-carts = Cart.__table__
-cart_items = CartItem.__table__
-products = Product.__table__
+carts = cast(Table, Cart.__table__)
+cart_items = cast(Table, CartItem.__table__)
+products = cast(Table, Product.__table__)
 
 
 class CartError(Exception):
@@ -302,7 +303,7 @@ def _cart_filter(key: CartKey) -> ColumnElement[bool]:
 
 
 @cache
-def _lock_and_touch_cart(key: CartKey) -> ReturningUpdate[tuple[int]]:
+def _lock_and_touch_cart(key: CartKey) -> ReturningUpdate[Any]:
     return (
         update(carts)
         .where(_cart_filter(key))
@@ -312,7 +313,7 @@ def _lock_and_touch_cart(key: CartKey) -> ReturningUpdate[tuple[int]]:
 
 
 @cache
-def _upsert_item_statement(dialect: str, key: CartKey) -> ReturningInsert[tuple[int, int]]:
+def _upsert_item_statement(dialect: str, key: CartKey) -> ReturningInsert[Any]:
     """Built once per dialect and cart key: building an upsert costs more than running it."""
     insert_for_dialect = postgresql_insert if dialect == "postgresql" else sqlite_insert
     product_id = bindparam("product_id", type_=Integer)
@@ -423,7 +424,7 @@ async def add_to_current_cart(
         added = await (
             _upsert_item(session, "user", user_id, product_id, quantity)
             if user_id is not None
-            else _upsert_item(session, "token", cart_token, product_id, quantity)
+            else _upsert_item(session, "token", cast(str, cart_token), product_id, quantity)
         )
         if added is not None:
             return await _added(session, added, cart_token if user_id is None else None, product_id)
