@@ -17,7 +17,7 @@ from storefront import create_app
 from storefront.db import sessionmaker_for, write_transaction
 from storefront.models import User, Wallet
 from storefront.services.users import insert_user
-from tests.live import create_tables, test_app_config
+from tests.live import app_test_config, create_tables
 
 pytest_plugins = [
     "tests.fixtures_mail",
@@ -111,7 +111,7 @@ def _app_overrides() -> dict[str, Any]:
 @pytest.fixture(name="app")
 async def _app(database_url: str, app_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
     await create_tables(database_url)
-    app = create_app(test_app_config(database_url, **app_overrides))
+    app = create_app(app_test_config(database_url, **app_overrides))
     async with app.test_app():
         yield app
 

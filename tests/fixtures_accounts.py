@@ -107,11 +107,11 @@ async def _accounts_live_server(
 ) -> AsyncIterator[LiveServer]:
     """The app served by hypercorn on a free 127.0.0.1 port, in this test's event loop."""
     from storefront import create_app
-    from tests.live import create_tables, served_over_http, test_app_config
+    from tests.live import app_test_config, create_tables, served_over_http
 
     await create_tables(database_url)
     app = create_app(
-        test_app_config(
+        app_test_config(
             database_url,
             SECRET_KEY="browser-test-secret-key-0123456789-abcdefghij",
             TESTING=False,

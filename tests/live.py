@@ -14,7 +14,7 @@ from storefront.db import make_engine
 from storefront.models import Base
 
 
-def test_app_config(database_url: str, **overrides: Any) -> dict[str, Any]:
+def app_test_config(database_url: str, **overrides: Any) -> dict[str, Any]:
     """A development app on `database_url` with every background task and gateway off."""
     return {
         "DATABASE_URL": database_url,

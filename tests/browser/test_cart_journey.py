@@ -11,7 +11,7 @@ import pytest
 from storefront import create_app
 from storefront.db import make_engine, make_sessionmaker, write_transaction
 from storefront.models import Base, Coupon, Product
-from tests.live import served_over_http, test_app_config
+from tests.live import app_test_config, served_over_http
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -78,7 +78,7 @@ async def _shop(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Shop]
     database_url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('journey') / 'shop.db'}"
     necklace_id, kente_id = await _seed(database_url)
     app = create_app(
-        test_app_config(
+        app_test_config(
             database_url,
             SECRET_KEY="journey-secret-key-that-is-long-enough-0123456789",
             TESTING=False,
