@@ -18,7 +18,6 @@ blueprint = Blueprint("orders", __name__)
 ORDERS_PER_PAGE = 20
 LEDGER_PER_PAGE = 20
 MAX_ORDER_NUMBER_LENGTH = 32
-TOPUP_ENDPOINT = "paystack.wallet_topup"
 
 
 def _page_number() -> int:
@@ -94,6 +93,6 @@ async def wallet_page() -> Response:
         total=total,
         page=page,
         page_count=_page_count(total, LEDGER_PER_PAGE),
-        topup_enabled=TOPUP_ENDPOINT in current_app.view_functions,
+        topup_enabled=bool(current_app.config.get("PAYSTACK_ENABLED")),
         topup_max_minor=current_app.config.get("WALLET_TOPUP_MAX_MINOR"),
     )
