@@ -32,7 +32,7 @@ from storefront.services.payments import (
     PaymentState,
     finalize_payment,
     initialize_payment,
-    insert_retry_payment,
+    insert_order_payment,
     insert_topup_payment,
     payment_settings,
     reserve_order_payment,
@@ -151,7 +151,7 @@ async def pay_order_again(number: str) -> Response:
     db_session.expunge(order)
 
     async def attempt(write_session: AsyncSession) -> Payment:
-        return await insert_retry_payment(write_session, order, utcnow())
+        return await insert_order_payment(write_session, order, utcnow())
 
     try:
         payment = await run_write_with_retries(db_session, attempt)

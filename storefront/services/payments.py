@@ -188,20 +188,11 @@ async def reserve_order_payment(
     )
     if order.total_minor <= 0:
         raise NothingToPay()
-    return await insert_payment(
-        session,
-        purpose=PURPOSE_ORDER,
-        user_id=user.id,
-        order_id=order.id,
-        amount_minor=order.total_minor,
-        currency=order.currency,
-        reference=new_reference(order.number),
-        now=now,
-    )
+    return await insert_order_payment(session, order, now)
 
 
-async def insert_retry_payment(session: AsyncSession, order: Order, now: datetime) -> Payment:
-    """A new attempt (new reference) for an order still awaiting payment; it keeps its stock."""
+async def insert_order_payment(session: AsyncSession, order: Order, now: datetime) -> Payment:
+    """An attempt with a fresh reference for an order awaiting payment (first or a retry)."""
     return await insert_payment(
         session,
         purpose=PURPOSE_ORDER,

@@ -14,8 +14,8 @@ from storefront.services.payments import (
     PURPOSE_TOPUP,
     finalize_payment,
     initialize_payment,
+    insert_order_payment,
     insert_payment,
-    insert_retry_payment,
     insert_topup_payment,
     new_reference,
     payment_settings,
@@ -246,7 +246,7 @@ async def test_closing_one_of_two_attempts_keeps_the_reservation(
     order = await session.scalar(select(Order).where(Order.number == started.order_number))
     await session.commit()
     async with write_transaction(session):
-        second = await insert_retry_payment(session, order, utcnow())
+        second = await insert_order_payment(session, order, utcnow())
     fake_paystack.mark_status(started.reference, "failed")
 
     await _finalize(app, started.reference)
