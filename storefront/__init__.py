@@ -1,10 +1,12 @@
 """CyberWorld Storefront: create_app builds the Quart app from configuration."""
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from inspect import iscoroutinefunction
 from pathlib import Path
 from typing import Any
 
+from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from quart import Quart, Response, render_template, request, session
 from werkzeug.exceptions import HTTPException
 
@@ -81,9 +83,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         return {"customer": await current_customer()}
 
     @app.context_processor
-    def inject_cart_count() -> dict[str, Any]:
+    async def inject_cart_count() -> dict[str, Any]:
         # The header badge reads the count the cart code keeps in the session: no query.
         return {"cart_count": session.get("cart_count", 0)}
+
+    _run_template_context_processors_inline(app)
 
     @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:
@@ -93,6 +97,26 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
             yield
 
     return app
+
+
+def _run_template_context_processors_inline(app: Quart) -> None:
+    """Quart runs each synchronous context processor in a thread, a hop per processor on every
+    render. quart-auth's only reads the request's cookie, so it runs inline. Flask's default
+    processor, which every blueprint inherits, reads Flask's context variables, which Quart
+    never sets, so it always returns {}: it is dropped."""
+    for name, processors in app.template_context_processors.items():
+        app.template_context_processors[name] = [
+            processor if iscoroutinefunction(processor) else _inline(processor)
+            for processor in processors
+            if processor is not flask_default_template_context
+        ]
+
+
+def _inline(processor: Callable[[], dict[str, Any]]) -> Callable[[], Awaitable[dict[str, Any]]]:
+    async def run_inline() -> dict[str, Any]:
+        return processor()
+
+    return run_inline
 
 
 async def _render_http_error(error: HTTPException) -> Response | tuple[str, int]:

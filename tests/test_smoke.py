@@ -1,8 +1,10 @@
 """The app starts, serves health checks and keeps the wallet ledger consistent on both databases."""
 
 import asyncio
+import inspect
 
 import pytest
+from quart import render_template_string
 from sqlalchemy import func, select
 
 from storefront.db import sessionmaker_for, write_transaction
@@ -64,3 +66,13 @@ async def test_same_source_credits_once(app, make_user, session):
     results = await asyncio.gather(*(credit() for _ in range(8)))
     assert sum(results) == 1
     assert (await wallet_of(session, user)).balance_minor == 500
+
+
+async def test_template_context_processors_run_in_the_event_loop(app):
+    # Quart runs a synchronous context processor in a thread, a hop per processor per render.
+    processors = [p for group in app.template_context_processors.values() for p in group]
+    assert processors and all(inspect.iscoroutinefunction(p) for p in processors)
+    # quart-auth's processor still runs, inline: templates get current_user.
+    async with app.test_request_context("/"):
+        rendered = await render_template_string("{{ current_user.is_authenticated }}")
+    assert rendered == "False"
