@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from inspect import iscoroutinefunction
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from quart import Quart, Response, render_template, request, session
@@ -32,13 +32,14 @@ from storefront.lib.money import format_minor
 from storefront.logs import configure_logging
 from storefront.outbox_sender import serve_outbox_sender
 from storefront.paystack_serving import serve_paystack_client, serve_reconciler
+from storefront.sqlite_batches import serve_sqlite_batch_writer
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ServingHook = Callable[[Quart], AbstractAsyncContextManager[None]]
 
 # Started in this order when serving begins, stopped in reverse: the database first and last.
-SERVING_HOOKS: list[ServingHook] = [db.serve_database]
+SERVING_HOOKS: list[ServingHook] = [db.serve_database, serve_sqlite_batch_writer]
 SERVING_HOOKS.append(serve_outbox_sender)
 SERVING_HOOKS.extend([serve_paystack_client, serve_reconciler])
 
@@ -106,13 +107,16 @@ def _run_template_context_processors_inline(app: Quart) -> None:
     never sets, so it always returns {}: it is dropped."""
     for name, processors in app.template_context_processors.items():
         app.template_context_processors[name] = [
-            processor if iscoroutinefunction(processor) else _inline(processor)
+            processor if iscoroutinefunction(processor) else _inline(cast(SyncProcessor, processor))
             for processor in processors
             if processor is not flask_default_template_context
         ]
 
 
-def _inline(processor: Callable[[], dict[str, Any]]) -> Callable[[], Awaitable[dict[str, Any]]]:
+SyncProcessor = Callable[[], dict[str, Any]]
+
+
+def _inline(processor: SyncProcessor) -> Callable[[], Awaitable[dict[str, Any]]]:
     async def run_inline() -> dict[str, Any]:
         return processor()
 

@@ -6,7 +6,7 @@ import os
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from quart import Quart, current_app, g
 from sqlalchemy import event
@@ -31,8 +31,14 @@ def make_engine(url: str, busy_timeout_ms: int = 30_000, **kwargs: Any) -> Async
         kwargs.setdefault("pool_pre_ping", True)
         return create_async_engine(url, **kwargs)
     engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
+    configure_sqlite(engine.sync_engine, busy_timeout_ms)
+    return engine
 
-    @event.listens_for(engine.sync_engine, "connect")
+
+def configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """Connection settings and transaction starts for every SQLite engine, async or not."""
+
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event decide how each transaction starts.
         dbapi_connection.isolation_level = None
@@ -43,7 +49,7 @@ def make_engine(url: str, busy_timeout_ms: int = 30_000, **kwargs: Any) -> Async
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # A deferred transaction that later upgrades to a write lock fails with
         # "database is locked" whatever busy_timeout says; writers take the lock up front.
@@ -52,14 +58,12 @@ def make_engine(url: str, busy_timeout_ms: int = 30_000, **kwargs: Any) -> Async
         else:
             connection.exec_driver_sql("BEGIN")
 
-    return engine
-
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
-class _SQLiteWriterGate:
+class SQLiteWriterGate:
     """Queues one engine's writers: an asyncio lock inside the process, a file lock across.
 
     SQLite admits one writer at a time, and a writer that finds the database locked waits in
@@ -98,30 +102,44 @@ class _SQLiteWriterGate:
             raise
 
 
-_sqlite_writer_gates: "weakref.WeakKeyDictionary[Engine, _SQLiteWriterGate]" = (
+_sqlite_writer_gates: "weakref.WeakKeyDictionary[Engine, SQLiteWriterGate]" = (
     weakref.WeakKeyDictionary()
 )
 
 
-def _sqlite_writer_gate(session: AsyncSession) -> _SQLiteWriterGate | None:
-    bind = session.bind
+def sqlite_file_path(bind: object) -> str | None:
+    """The database file of a SQLite engine, or None (another database, or in memory)."""
     if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
         return None
     database_path = bind.url.database
     if not database_path or database_path == ":memory:":
         return None
-    engine = bind.sync_engine
+    return database_path
+
+
+def sqlite_writer_gate(bind: object) -> SQLiteWriterGate | None:
+    """The one writer gate of a SQLite file engine (None for other databases)."""
+    database_path = sqlite_file_path(bind)
+    if database_path is None:
+        return None
+    engine = cast(AsyncEngine, bind).sync_engine
     gate = _sqlite_writer_gates.get(engine)
     if gate is None:
-        gate = _sqlite_writer_gates[engine] = _SQLiteWriterGate(database_path)
+        gate = _sqlite_writer_gates[engine] = SQLiteWriterGate(database_path)
         weakref.finalize(engine, os.close, gate.lock_file)
     return gate
 
 
 @asynccontextmanager
 async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
-    """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back."""
-    gate = _sqlite_writer_gate(session)
+    """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back.
+
+    A read transaction the request already began (loading the customer) is ended first; the
+    session keeps its objects (expire_on_commit=False).
+    """
+    if session.in_transaction():
+        await session.commit()
+    gate = sqlite_writer_gate(session.bind)
     async with AsyncExitStack() as stack:
         if gate is not None:
             await stack.enter_async_context(gate.hold())

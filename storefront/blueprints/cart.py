@@ -1,9 +1,19 @@
 """The cart page, add / change / remove (htmx fragments or no-JS 303s) and coupons."""
 
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, Response, flash, make_response, redirect, render_template, request
+from quart import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+)
 from quart import session as browser_session
 from quart_rate_limiter import rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +29,7 @@ from storefront.services.cart import (
     CartError,
     CartTotals,
     add_to_current_cart,
+    add_to_existing_cart_now,
     parse_product_id,
     parse_quantity,
     price_cart,
@@ -28,6 +39,7 @@ from storefront.services.cart import (
     set_cart_quantity,
 )
 from storefront.services.coupons import CouponCheck, evaluate_coupon, normalise_code
+from storefront.sqlite_batches import sqlite_batch_writer
 from storefront.static_files import asset_url
 
 blueprint = Blueprint("cart", __name__)
@@ -116,16 +128,27 @@ async def add_item() -> AnyResponse:
     try:
         product_id = parse_product_id(form.get("product_id"))
         quantity = parse_quantity(form.get("quantity", "1"), allow_zero=False)
-        db_session = get_session()
-        async with write_transaction(db_session):
-            customer = await current_customer()
-            change = await add_to_current_cart(
-                db_session,
-                customer.id if customer else None,
-                browser_session.get(CART_TOKEN_KEY),
-                product_id,
-                quantity,
+        customer = await current_customer()
+        user_id = customer.id if customer else None
+        cart_token = browser_session.get(CART_TOKEN_KEY)
+        change = None
+        batch_writer = sqlite_batch_writer(current_app)
+        if batch_writer is not None:
+            change = await batch_writer.run(
+                partial(
+                    add_to_existing_cart_now,
+                    user_id=user_id,
+                    cart_token=cart_token,
+                    product_id=product_id,
+                    quantity=quantity,
+                )
             )
+        if change is None:
+            db_session = get_session()
+            async with write_transaction(db_session):
+                change = await add_to_current_cart(
+                    db_session, user_id, cart_token, product_id, quantity
+                )
     except CartError as error:
         return await _add_refused(product_id, str(error), next_url)
     await remember_cart(change.cart_token, change.item_count)

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -392,17 +393,59 @@ _PRODUCT_AND_ITEM_COUNT = select(products.c.name, products.c.stock, _ITEM_COUNT)
 )
 
 
+def _change(
+    added: tuple[int, int], details: Any, cart_token: str | None, product_id: int
+) -> CartChange:
+    cart_id, quantity = added
+    name, stock, item_count = details
+    product = CartProduct(id=product_id, name=name, stock=stock)
+    return CartChange(cart_id, cart_token, product, quantity, int(item_count))
+
+
 async def _added(
     session: AsyncSession, added: tuple[int, int], cart_token: str | None, product_id: int
 ) -> CartChange:
-    cart_id, quantity = added
-    name, stock, item_count = (
+    details = (
         await session.execute(
-            _PRODUCT_AND_ITEM_COUNT, {"cart_id": cart_id, "product_id": product_id}
+            _PRODUCT_AND_ITEM_COUNT, {"cart_id": added[0], "product_id": product_id}
         )
     ).one()
-    product = CartProduct(id=product_id, name=name, stock=stock)
-    return CartChange(cart_id, cart_token, product, quantity, int(item_count))
+    return _change(added, details, cart_token, product_id)
+
+
+def _existing_cart(user_id: int | None, cart_token: str | None) -> tuple[CartKey, int | str] | None:
+    """How to find the shopper's cart without a query: their user id, else a plausible token."""
+    if user_id is not None:
+        return "user", user_id
+    if isinstance(cart_token, str) and cart_token and len(cart_token) <= 64:
+        return "token", cart_token
+    return None
+
+
+def add_to_existing_cart_now(
+    connection: Connection,
+    user_id: int | None,
+    cart_token: str | None,
+    product_id: int,
+    quantity: int,
+) -> CartChange | None:
+    """The common add — the cart exists and the new quantity fits in stock — on a synchronous
+    SQLite connection (the batch writer's): the same upsert and read as add_to_current_cart.
+    None when it changed nothing; add_to_current_cart then makes the cart or says why."""
+    existing = _existing_cart(user_id, cart_token)
+    if existing is None or quantity < 1:
+        return None
+    key, cart_key = existing
+    parameters = {"cart_key": cart_key, "product_id": product_id, "quantity": quantity}
+    added = connection.execute(_upsert_item_statement("sqlite", key), parameters).first()
+    if added is None:
+        return None
+    details = connection.execute(
+        _PRODUCT_AND_ITEM_COUNT, {"cart_id": added[0], "product_id": product_id}
+    ).one()
+    return _change(
+        (added[0], added[1]), details, cart_token if user_id is None else None, product_id
+    )
 
 
 async def add_to_current_cart(
@@ -418,14 +461,9 @@ async def add_to_current_cart(
     """
     if quantity < 1:
         raise CartError("Choose at least 1.")
-    if user_id is not None or (
-        isinstance(cart_token, str) and cart_token and len(cart_token) <= 64
-    ):
-        added = await (
-            _upsert_item(session, "user", user_id, product_id, quantity)
-            if user_id is not None
-            else _upsert_item(session, "token", cast(str, cart_token), product_id, quantity)
-        )
+    existing = _existing_cart(user_id, cart_token)
+    if existing is not None:
+        added = await _upsert_item(session, *existing, product_id, quantity)
         if added is not None:
             return await _added(session, added, cart_token if user_id is None else None, product_id)
     cart = await select_current_cart(session, user_id, cart_token)

@@ -1,6 +1,7 @@
 """Cart pages and forms: add / change / remove as htmx fragments (with the out-of-band badge) and
 as no-JS 303 flows; every bad input gets a message and changes nothing."""
 
+import asyncio
 import re
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import event, func, select
 from storefront.db import sessionmaker_for, write_transaction
 from storefront.models import Cart, CartItem, Product
 from tests.conftest import CSRF_TOKEN
+from tests.fixtures_shop import counted_statements
 
 HTMX = {"HX-Request": "true"}
 
@@ -106,6 +108,30 @@ async def test_add_with_htmx_returns_the_form_and_the_badge_out_of_band(app, cli
     assert "<html" not in body
     assert (await browser_cart(client))["cart_count"] == 2
     assert list((await cart_rows(app)).values()) == [{product.id: 2}]
+
+
+@pytest.mark.both_databases
+async def test_racing_adds_to_one_cart_stay_within_stock(app, client, add_product):
+    scarce = await add_product(stock=5)
+    other = await add_product(stock=50)
+    assert (await post_add(client, other.id, htmx=True)).status_code == 200
+    responses = await asyncio.gather(*(post_add(client, scarce.id, htmx=True) for _ in range(12)))
+    assert sorted(response.status_code for response in responses) == [200] * 5 + [422] * 7
+    bodies = [await response.get_data(as_text=True) for response in responses]
+    # Each add saw every add before it: the badges of the five that went in count 2..6.
+    assert sorted(badge_count(body) for body in bodies if "Added" in body) == [2, 3, 4, 5, 6]
+    assert list((await cart_rows(app)).values()) == [{other.id: 1, scarce.id: 5}]
+
+
+async def test_a_repeat_add_on_sqlite_goes_through_the_batch_writer(app, client, add_product):
+    product = await add_product(stock=10)
+    await post_add(client, product.id, htmx=True)
+    with counted_statements(app) as statements:
+        response = await post_add(client, product.id, "2", htmx=True)
+    assert "Added — 3 in cart" in await response.get_data(as_text=True)
+    # The request's own (aiosqlite) engine ran nothing: the add went to the batch writer.
+    assert statements == []
+    assert list((await cart_rows(app)).values()) == [{product.id: 3}]
 
 
 async def test_badge_counts_items_across_products(client, add_product):

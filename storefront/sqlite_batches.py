@@ -1,0 +1,157 @@
+"""Group commit for SQLite: small, hot writes queued in one worker share one transaction.
+
+Through aiosqlite every statement, cursor, fetch and commit is a hop to the connection's thread,
+and a writer holds SQLite's one write lock through all of them: a cart add took ~25 hops under a
+lock of its own. The batch writer owns a plain (synchronous) connection on a thread of its own.
+Each time it holds the writer gate it takes every write queued in this worker meanwhile and
+applies them in one hop and one transaction, each in a savepoint: a write that raises changes
+nothing and the others still commit. A write queued while no batch runs starts one at once, so
+a quiet shop waits for nothing.
+"""
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar, cast
+
+from quart import Quart
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from storefront.db import WRITE_OPTION, configure_sqlite, sqlite_file_path, sqlite_writer_gate
+
+T = TypeVar("T")
+BatchWrite = Callable[[Connection], T]
+
+EXTENSION_KEY = "sqlite_batch_writer"
+
+log = logging.getLogger(__name__)
+
+
+class SQLiteBatchWriter:
+    """Applies queued writes of one SQLite file engine in batches; start() before use."""
+
+    def __init__(self, engine: AsyncEngine, busy_timeout_ms: int) -> None:
+        gate = sqlite_writer_gate(engine)
+        if gate is None:
+            raise ValueError("the batch writer needs a SQLite database file")
+        self._gate = gate
+        self._engine = create_engine(engine.url.set(drivername="sqlite"), pool_size=1)
+        configure_sqlite(self._engine, busy_timeout_ms)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-batch")
+        self._connection: Connection | None = None  # opened and used on self._thread only
+        self._queued: list[tuple[BatchWrite[Any], asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._apply_forever(), name="sqlite-batch-writer")
+
+    async def run(self, write: BatchWrite[T]) -> T:
+        """Apply `write(connection)` in the next batch's transaction; its result or its error."""
+        if self._closing or self._task is None:
+            raise RuntimeError("the SQLite batch writer is not running")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queued.append((write, future))
+        self._wakeup.set()
+        return await future
+
+    async def close(self) -> None:
+        """Apply what is queued, then stop the task and close the connection."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._close_connection)
+        self._thread.shutdown(wait=True)
+        self._engine.dispose()
+
+    async def _apply_forever(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            async with self._gate.hold():
+                self._wakeup.clear()
+                batch = [(write, future) for write, future in self._queued if not future.done()]
+                self._queued = []
+                outcomes = await self._apply_in_thread([write for write, _ in batch])
+            for (_, future), (result, error) in zip(batch, outcomes, strict=True):
+                if future.done():  # the caller went away; its write stands or falls with the rest
+                    continue
+                if error is None:
+                    future.set_result(result)
+                else:
+                    future.set_exception(error)
+            if self._closing and not self._queued:
+                return
+
+    async def _apply_in_thread(
+        self, writes: list[BatchWrite[Any]]
+    ) -> list[tuple[Any, Exception | None]]:
+        if not writes:
+            return []
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._apply, writes
+            )
+        except Exception as error:  # the transaction itself failed: nothing committed
+            return [(None, error)] * len(writes)
+
+    def _apply(self, writes: list[BatchWrite[Any]]) -> list[tuple[Any, Exception | None]]:
+        if self._connection is None:
+            self._connection = self._engine.connect().execution_options(**{WRITE_OPTION: True})
+        connection = self._connection
+        # Savepoints straight on the driver: SQLAlchemy's begin_nested() cost as much as an add.
+        driver = cast(sqlite3.Connection, connection.connection.driver_connection)
+        outcomes: list[tuple[Any, Exception | None]] = []
+        try:
+            with connection.begin():
+                for write in writes:
+                    driver.execute("SAVEPOINT batch_write")
+                    try:
+                        outcomes.append((write(connection), None))
+                    except Exception as error:
+                        driver.execute("ROLLBACK TO batch_write")
+                        outcomes.append((None, error))
+                    driver.execute("RELEASE batch_write")
+        except BaseException:
+            self._close_connection()
+            raise
+        return outcomes
+
+    def _close_connection(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+@asynccontextmanager
+async def serve_sqlite_batch_writer(app: Quart) -> AsyncIterator[None]:
+    """A batch writer per worker while serving, for a SQLite file database only."""
+    engine = app.extensions["db_engine"]
+    if sqlite_file_path(engine) is None:
+        yield
+        return
+    try:
+        writer = SQLiteBatchWriter(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+    except OSError as error:  # e.g. the database's directory is missing; /readyz reports it
+        log.warning("no SQLite batch writer: %s", error)
+        yield
+        return
+    writer.start()
+    app.extensions[EXTENSION_KEY] = writer
+    try:
+        yield
+    finally:
+        app.extensions.pop(EXTENSION_KEY, None)
+        await writer.close()
+
+
+def sqlite_batch_writer(app: Quart) -> SQLiteBatchWriter | None:
+    """The app's batch writer while serving on a SQLite file, else None."""
+    return app.extensions.get(EXTENSION_KEY)
