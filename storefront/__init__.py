@@ -8,6 +8,7 @@ from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from quart import Quart, Response, render_template, request, session
+from quart_auth import QuartAuth
 from werkzeug.exceptions import HTTPException
 
 from storefront import csrf, db, security, sessions, static_files
@@ -101,15 +102,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
 
 
 def _run_template_context_processors_inline(app: Quart) -> None:
-    """Quart runs each synchronous context processor in a thread, a hop per processor on every
-    render. quart-auth's only reads the request's cookie, so it runs inline. Flask's default
-    processor, which every blueprint inherits, reads Flask's context variables, which Quart
-    never sets, so it always returns {}: it is dropped."""
+    """Every render runs every context processor, and Quart runs a synchronous one in a thread:
+    a hop per processor per render. Templates use our `customer`, so quart-auth's
+    `current_user` processor (it resolves the auth cookie again on each render) is dropped, and
+    so is Flask's default processor, which every blueprint inherits and which always returns {}
+    under Quart (it reads Flask's context variables). Any other synchronous one runs inline."""
+    unused = (flask_default_template_context, QuartAuth._template_context)
     for name, processors in app.template_context_processors.items():
         app.template_context_processors[name] = [
             processor if iscoroutinefunction(processor) else _inline(cast(SyncProcessor, processor))
             for processor in processors
-            if processor is not flask_default_template_context
+            if getattr(processor, "__func__", processor) not in unused
         ]
 
 

@@ -3,7 +3,7 @@
 from typing import Any, cast
 
 from jinja2_fragments.quart import render_block
-from quart import Response, make_response, redirect, render_template, request
+from quart import Response, current_app, make_response, redirect, render_template, request
 
 
 def is_htmx() -> bool:
@@ -13,6 +13,13 @@ def is_htmx() -> bool:
         and request.headers.get("HX-Boosted") != "true"
         and request.headers.get("HX-History-Restore-Request") != "true"
     )
+
+
+async def render_fragment(template: str, **context: Any) -> str:
+    """A small fragment rendered from its own context and Jinja's globals (csrf_token, request,
+    config) only: a page's context processors (customer, badge count) cost as much as the
+    fragment itself. Pass the fragment everything it shows."""
+    return await current_app.jinja_env.get_template(template).render_async(context)
 
 
 async def render_page_or_block(

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 
 from storefront.auth import current_customer
 from storefront.db import get_session, write_transaction
-from storefront.htmx import is_htmx
+from storefront.htmx import is_htmx, render_fragment
 from storefront.lib.money import format_minor
 from storefront.models import Cart, Product, utcnow
 from storefront.security import per_minute
@@ -87,7 +87,7 @@ def _safe_next(raw: object, fallback: str) -> str:
 
 
 async def _fragments(status: int, *parts: tuple[str, dict[str, Any]]) -> AnyResponse:
-    body = "".join([await render_template(template, **context) for template, context in parts])
+    body = "".join([await render_fragment(template, **context) for template, context in parts])
     response = await make_response(body, status)
     response.headers["Vary"] = "HX-Request"
     if status < 400:
