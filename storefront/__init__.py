@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
+from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart, Response, render_template, request, session
 from quart_auth import QuartAuth
 from werkzeug.exceptions import HTTPException
@@ -90,6 +91,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         return {"cart_count": session.get("cart_count", 0)}
 
     _run_template_context_processors_inline(app)
+    if config["TRUSTED_PROXY_HOPS"]:
+        # The client address (rate limits), scheme and host as the trusted proxies saw them.
+        app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
+            app.asgi_app, mode="legacy", trusted_hops=config["TRUSTED_PROXY_HOPS"]
+        )
 
     @app.while_serving  # type: ignore[type-var]
     async def lifespan() -> AsyncIterator[None]:

@@ -103,6 +103,7 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "RATELIMIT_ENABLED": _env_bool("RATELIMIT_ENABLED", True),
         "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),
         "SQLITE_BUSY_TIMEOUT_MS": _env_int("SQLITE_BUSY_TIMEOUT_MS", 30_000),
+        "TRUSTED_PROXY_HOPS": _env_int("TRUSTED_PROXY_HOPS", 0),
         "QUART_AUTH_COOKIE_SAMESITE": "Lax",
         "QUART_AUTH_COOKIE_NAME": "storefront_auth",
         "SESSION_COOKIE_HTTPONLY": True,
@@ -130,6 +131,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 
 def _check(config: dict[str, Any]) -> None:
     production = config["STOREFRONT_ENV"] == "production"
+    if not 0 <= config["TRUSTED_PROXY_HOPS"] <= 10:
+        raise ConfigError("TRUSTED_PROXY_HOPS must be the number of proxies in front, 0 to 10")
     secret = config.get("SECRET_KEY") or ""
     if production:
         if not secret:

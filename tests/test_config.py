@@ -116,6 +116,13 @@ def test_production_refuses_to_build_links_from_the_host_header(clean_env):
         load_config()
 
 
+@pytest.mark.parametrize("hops", ["-1", "11", "one"])
+def test_trusted_proxy_hops_must_be_a_small_count(clean_env, hops):
+    clean_env.setenv("TRUSTED_PROXY_HOPS", hops)
+    with pytest.raises(ConfigError, match="TRUSTED_PROXY_HOPS"):
+        load_config()
+
+
 def test_production_overrides_make_cookies_secure(clean_env):
     config = load_config(
         {

@@ -14,6 +14,7 @@ from storefront.services.users import insert_user
 from tests import conftest
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
 from tests.fixtures_accounts import login, post_form
+from tests.live import app_test_config, create_tables
 
 EXPECTED_HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
@@ -162,6 +163,32 @@ async def test_forged_forwarded_for_does_not_dodge_the_limit(client):
         )
         statuses.append(response.status_code)
     assert statuses[-1] == 429
+
+
+async def test_behind_a_trusted_proxy_each_shopper_has_their_own_limit(database_url):
+    await create_tables(database_url)
+    app = create_app(app_test_config(database_url, TRUSTED_PROXY_HOPS=1))
+    async with app.test_app():
+        client = app.test_client()
+        async with client.session_transaction() as session:
+            session["csrf_token"] = CSRF_TOKEN
+
+        async def attempt(forwarded_for: str) -> int:
+            # Every request reaches the app from the proxy's socket; the proxy appended the
+            # address it saw to whatever X-Forwarded-For the client sent.
+            response = await post_form(
+                client,
+                "/login",
+                {"email": "a@example.com", "password": "x"},
+                **{"X-Forwarded-For": forwarded_for},
+            )
+            return response.status_code
+
+        assert [await attempt("198.51.100.7") for _ in range(11)] == [422] * 10 + [429]
+        # The limited shopper cannot dodge by forging an earlier hop...
+        assert await attempt("203.0.113.5, 198.51.100.7") == 429
+        # ...and the shopper next to them, behind the same proxy, is not limited.
+        assert await attempt("198.51.100.8") == 422
 
 
 async def test_register_and_forgot_are_limited_too(client):
