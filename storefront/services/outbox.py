@@ -16,6 +16,7 @@ from sqlalchemy import (
     CursorResult,
     Executable,
     Select,
+    Table,
     and_,
     event,
     func,
@@ -81,33 +82,65 @@ def normalise_address(to: str) -> str:
     return validated.normalized
 
 
+@dataclass(frozen=True)
+class ComposedEmail:
+    """An email rendered for a checked address, ready to queue."""
+
+    to_address: str
+    subject: str
+    text_body: str
+    html_body: str
+    dedupe_key: str
+
+
+def compose_email(
+    to: str, template: str, context: Mapping[str, Any], dedupe_key: str
+) -> ComposedEmail:
+    """Check the address and key and render the email; InvalidEmailAddress names a bad address."""
+    to_address = normalise_address(to)
+    if not dedupe_key or len(dedupe_key) > DEDUPE_KEY_MAX_LENGTH:
+        raise ValueError(f"dedupe_key must be 1 to {DEDUPE_KEY_MAX_LENGTH} characters")
+    subject, text_body, html_body = render_email(template, context)
+    return ComposedEmail(to_address, subject, text_body, html_body, dedupe_key)
+
+
+def _pending_row(email: ComposedEmail, now: datetime) -> dict[str, Any]:
+    return {
+        "to_address": email.to_address,
+        "subject": email.subject,
+        "text_body": email.text_body,
+        "html_body": email.html_body,
+        "status": "pending",
+        "attempts": 0,
+        "next_attempt_at": now,
+        "last_error": "",
+        "transport": "",
+        "dedupe_key": email.dedupe_key,
+        "created_at": now,
+    }
+
+
+# Built once per dialect: checkout queues two emails per order.
+_outbox_emails = cast(Table, OutboxEmail.__table__)
+_INSERT_PENDING = {
+    "postgresql": postgresql_insert(_outbox_emails).on_conflict_do_nothing(
+        index_elements=["dedupe_key"]
+    ),
+    "sqlite": sqlite_insert(_outbox_emails).on_conflict_do_nothing(index_elements=["dedupe_key"]),
+}
+
+
 async def queue_email(
     session: AsyncSession, to: str, template: str, context: dict[str, Any], dedupe_key: str
 ) -> OutboxEmail | None:
     """Render an email and insert it as pending in the caller's transaction; a repeated key is a
     no-op (None)."""
-    to_address = normalise_address(to)
-    if not dedupe_key or len(dedupe_key) > DEDUPE_KEY_MAX_LENGTH:
-        raise ValueError(f"dedupe_key must be 1 to {DEDUPE_KEY_MAX_LENGTH} characters")
-    subject, text_body, html_body = render_email(template, context)
-    now = utcnow()
+    email = compose_email(to, template, context, dedupe_key)
     connection = await session.connection()
     insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
     statement = (
         insert(OutboxEmail)
-        .values(
-            to_address=to_address,
-            subject=subject,
-            text_body=text_body,
-            html_body=html_body,
-            status="pending",
-            attempts=0,
-            next_attempt_at=now,
-            last_error="",
-            transport="",
-            dedupe_key=dedupe_key,
-            created_at=now,
-        )
+        .values(**_pending_row(email, utcnow()))
         .on_conflict_do_nothing(index_elements=["dedupe_key"])
         .returning(OutboxEmail)
     )
@@ -115,6 +148,20 @@ async def queue_email(
     if queued is not None:
         _wake_after_commit(session)
     return queued
+
+
+async def queue_emails(session: AsyncSession, emails: Sequence[ComposedEmail]) -> None:
+    """Insert composed emails as pending in the caller's transaction, in one statement; a
+    repeated key is skipped."""
+    if not emails:
+        return
+    now = utcnow()
+    connection = await session.connection()
+    await connection.execute(
+        _INSERT_PENDING[connection.dialect.name], [_pending_row(email, now) for email in emails]
+    )
+    # Even when every key was a repeat: a sender woken for nothing finds nothing due.
+    _wake_after_commit(session)
 
 
 def _wake_after_commit(session: AsyncSession) -> None:

@@ -22,7 +22,12 @@ from storefront.outbox_sender import (
     send_due_batch,
 )
 from storefront.services import outbox
-from storefront.services.outbox import InvalidEmailAddress, queue_email
+from storefront.services.outbox import (
+    InvalidEmailAddress,
+    compose_email,
+    queue_email,
+    queue_emails,
+)
 from tests.fixtures_mail import smtp_config, wait_until
 from tests.live import free_port
 
@@ -193,6 +198,61 @@ async def test_repeated_dedupe_key_is_a_no_op(app, session):
     assert first is not None and again is None and later is None
     rows = (await session.scalars(select(OutboxEmail))).all()
     assert [(row.to_address, row.dedupe_key) for row in rows] == [("a@example.com", "k")]
+
+
+@pytest.mark.both_databases
+async def test_queue_emails_inserts_them_together_and_skips_repeated_keys(app, session):
+    async with write_transaction(session):
+        await queue_email(session, "a@example.com", "test_email", {"sent_by": "x"}, "k1")
+    emails = [
+        compose_email(f"{name}@Example.COM", "test_email", {"sent_by": name}, key)
+        for name, key in (("b", "k1"), ("c", "k2"), ("d", "k3"))
+    ]
+    async with write_transaction(session):
+        await queue_emails(session, emails)
+        await queue_emails(session, [])
+    rows = (await session.scalars(select(OutboxEmail).order_by(OutboxEmail.id))).all()
+    assert [(row.to_address, row.dedupe_key) for row in rows] == [
+        ("a@example.com", "k1"),
+        ("c@example.com", "k2"),
+        ("d@example.com", "k3"),
+    ]
+    for row in rows:
+        assert (row.status, row.attempts, row.last_error) == ("pending", 0, "")
+        assert row.subject == "Test email from CyberWorld Storefront"
+        assert row.next_attempt_at == row.created_at
+    assert "requested by d." in rows[2].text_body
+
+
+def test_compose_email_refuses_a_bad_address_or_key():
+    with pytest.raises(InvalidEmailAddress):
+        compose_email("not-an-email", "test_email", {"sent_by": "x"}, "key")
+    with pytest.raises(ValueError, match="dedupe_key"):
+        compose_email("a@example.com", "test_email", {"sent_by": "x"}, "")
+
+
+async def test_queue_emails_wakes_senders_after_commit_only(app, session):
+    wake = asyncio.Event()
+    outbox.register_wake_event(wake)
+    try:
+
+        class CheckoutFailed(Exception):
+            pass
+
+        email = compose_email("a@example.com", "test_email", {"sent_by": "x"}, "wake-1")
+        with pytest.raises(CheckoutFailed):
+            async with write_transaction(session):
+                await queue_emails(session, [email])
+                raise CheckoutFailed
+        assert not wake.is_set()
+        assert await status_counts(app) == {}
+        async with write_transaction(session):
+            await queue_emails(session, [email])
+            assert not wake.is_set()
+        assert wake.is_set()
+        assert await status_counts(app) == {"pending": 1}
+    finally:
+        outbox.unregister_wake_event(wake)
 
 
 @pytest.mark.both_databases
