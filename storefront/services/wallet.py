@@ -1,12 +1,26 @@
 """The only code that changes a wallet balance: every change writes its ledger entry."""
 
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    String,
+    Table,
+    Text,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
-from storefront.models import Wallet, WalletEntry
+from storefront.models import Wallet, WalletEntry, utcnow
 
 
 class WalletError(Exception):
@@ -31,47 +45,9 @@ class LedgerResult:
     balance_after_minor: int
 
 
-async def _move(
-    session: AsyncSession,
-    user_id: int,
-    amount_minor: int,
-    kind: str,
-    source_reference: str,
-    note: str,
-    actor: str,
-) -> LedgerResult:
-    """Change the balance and write its entry in one savepoint: both happen or neither does."""
-    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool) or amount_minor == 0:
-        raise WalletError("An amount must be a non-zero whole number of pesewas.")
-    condition = [Wallet.user_id == user_id]
-    if amount_minor < 0:
-        condition.append(Wallet.balance_minor >= -amount_minor)
-    try:
-        async with session.begin_nested():
-            row = (
-                await session.execute(
-                    update(Wallet)
-                    .where(*condition)
-                    .values(balance_minor=Wallet.balance_minor + amount_minor)
-                    .returning(Wallet.id, Wallet.balance_minor)
-                )
-            ).one_or_none()
-            if row is None:
-                return await _refusal(session, user_id, -amount_minor)
-            entry = WalletEntry(
-                wallet_id=row.id,
-                amount_minor=amount_minor,
-                kind=kind,
-                source_reference=source_reference,
-                balance_after_minor=row.balance_minor,
-                note=note,
-                actor=actor,
-            )
-            session.add(entry)
-            await session.flush()
-    except IntegrityError as error:
-        raise DuplicateLedgerEntry(f"{kind} {source_reference} is already in the ledger") from error
-    return LedgerResult(entry.id, row.balance_minor)
+def _check_amount(amount_minor: int) -> None:
+    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool):
+        raise WalletError("An amount must be a whole number of pesewas.")
 
 
 async def _refusal(session: AsyncSession, user_id: int, needed_minor: int) -> LedgerResult:
@@ -101,10 +77,82 @@ async def credit_wallet(
     note: str = "",
     actor: str = "",
 ) -> LedgerResult:
-    """Add money (top-up, refund, adjustment) once per (kind, source), in the caller's txn."""
+    """Add money (top-up, refund, adjustment) once per (kind, source), in the caller's txn.
+
+    The balance and its entry change in one savepoint: after DuplicateLedgerEntry nothing
+    changed and the caller's transaction goes on (payments log a replayed top-up and commit).
+    """
+    _check_amount(amount_minor)
     if amount_minor <= 0:
         raise WalletError("A credit must be a positive amount.")
-    return await _move(session, user_id, amount_minor, kind, source_reference, note, actor)
+    try:
+        async with session.begin_nested():
+            row = (
+                await session.execute(
+                    update(Wallet)
+                    .where(Wallet.user_id == user_id)
+                    .values(balance_minor=Wallet.balance_minor + amount_minor)
+                    .returning(Wallet.id, Wallet.balance_minor)
+                )
+            ).one_or_none()
+            if row is None:
+                raise WalletError("This account has no wallet.")
+            entry = WalletEntry(
+                wallet_id=row.id,
+                amount_minor=amount_minor,
+                kind=kind,
+                source_reference=source_reference,
+                balance_after_minor=row.balance_minor,
+                note=note,
+                actor=actor,
+            )
+            session.add(entry)
+            await session.flush()
+    except IntegrityError as error:
+        raise DuplicateLedgerEntry(f"{kind} {source_reference} is already in the ledger") from error
+    return LedgerResult(entry.id, row.balance_minor)
+
+
+# Built once: every wallet checkout runs them.
+_wallets = cast(Table, Wallet.__table__)
+_entries = cast(Table, WalletEntry.__table__)
+_DEBIT_BALANCE = (
+    update(_wallets)
+    .where(
+        _wallets.c.user_id == bindparam("owner_id"),
+        _wallets.c.balance_minor >= bindparam("debit_minor"),
+    )
+    .values(
+        balance_minor=_wallets.c.balance_minor - bindparam("debit_minor"),
+        updated_at=bindparam("moved_at"),
+    )
+    .returning(_wallets.c.id, _wallets.c.balance_minor)
+)
+_ENTRY_VALUES = (
+    (-bindparam("debit_minor", type_=BigInteger)).label("amount_minor"),
+    bindparam("entry_kind", type_=String).label("kind"),
+    bindparam("entry_reference", type_=String).label("source_reference"),
+    bindparam("entry_note", type_=Text).label("note"),
+    bindparam("entry_actor", type_=String).label("actor"),
+    bindparam("moved_at", type_=DateTime).label("created_at"),
+)
+# PostgreSQL: the debit and its entry in one statement (a data-modifying CTE), which stands or
+# falls as a whole. SQLite has no such CTE: _DEBIT_BALANCE, then _INSERT_DEBIT_ENTRY.
+_debited = _DEBIT_BALANCE.cte("debited")
+_DEBIT_WITH_ENTRY = (
+    insert(_entries)
+    .from_select(
+        ["wallet_id", "balance_after_minor", *(value.name for value in _ENTRY_VALUES)],
+        select(_debited.c.id, _debited.c.balance_minor, *_ENTRY_VALUES),
+    )
+    .returning(_entries.c.id, _entries.c.wallet_id, _entries.c.balance_after_minor)
+)
+_INSERT_DEBIT_ENTRY = insert(_entries).returning(_entries.c.id)
+_CREDIT_BACK = (
+    update(_wallets)
+    .where(_wallets.c.id == bindparam("wallet_id"))
+    .values(balance_minor=_wallets.c.balance_minor + bindparam("debit_minor"))
+)
 
 
 async def debit_wallet(
@@ -116,10 +164,63 @@ async def debit_wallet(
     note: str = "",
     actor: str = "",
 ) -> LedgerResult:
-    """Take money only if the balance covers it (conditional update), with its ledger entry."""
+    """Take money only if the balance covers it (conditional update), with its ledger entry.
+
+    Without a savepoint: InsufficientBalance changes nothing and leaves the caller's
+    transaction usable; after DuplicateLedgerEntry the caller must roll back (PostgreSQL has
+    already failed the transaction).
+    """
+    _check_amount(amount_minor)
     if amount_minor <= 0:
         raise WalletError("A debit must be a positive amount.")
-    return await _move(session, user_id, -amount_minor, kind, source_reference, note, actor)
+    values = {
+        "owner_id": user_id,
+        "debit_minor": amount_minor,
+        "entry_kind": kind,
+        "entry_reference": source_reference,
+        "entry_note": note,
+        "entry_actor": actor,
+        "moved_at": utcnow(),
+    }
+    await session.flush()  # as the ORM would before an UPDATE: pending changes go first
+    connection = await session.connection()
+    try:
+        if connection.dialect.name == "postgresql":
+            row = (await connection.execute(_DEBIT_WITH_ENTRY, values)).one_or_none()
+            if row is None:
+                return await _refusal(session, user_id, amount_minor)
+            wallet_id, entry_id = row.wallet_id, row.id
+            balance_after_minor = row.balance_after_minor
+        else:
+            debited = (await connection.execute(_DEBIT_BALANCE, values)).one_or_none()
+            if debited is None:
+                return await _refusal(session, user_id, amount_minor)
+            wallet_id, balance_after_minor = debited.id, debited.balance_minor
+            entry = {
+                "wallet_id": wallet_id,
+                "amount_minor": -amount_minor,
+                "kind": kind,
+                "source_reference": source_reference,
+                "balance_after_minor": balance_after_minor,
+                "note": note,
+                "actor": actor,
+                "created_at": values["moved_at"],
+            }
+            try:
+                entry_id = (await connection.execute(_INSERT_DEBIT_ENTRY, entry)).scalar_one()
+            except IntegrityError:
+                # SQLite undid only the INSERT: give the money back, so that a caller who goes
+                # on anyway cannot commit a debit without its entry.
+                await connection.execute(
+                    _CREDIT_BACK, {"wallet_id": wallet_id, "debit_minor": amount_minor}
+                )
+                raise
+    except IntegrityError as error:
+        raise DuplicateLedgerEntry(f"{kind} {source_reference} is already in the ledger") from error
+    wallet = session.sync_session.identity_map.get(identity_key(Wallet, wallet_id))
+    if wallet is not None:
+        set_committed_value(wallet, "balance_minor", balance_after_minor)
+    return LedgerResult(entry_id, balance_after_minor)
 
 
 async def select_wallet(session: AsyncSession, user_id: int) -> Wallet | None:
