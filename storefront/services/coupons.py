@@ -4,8 +4,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, delete, func, select, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from storefront.lib.money import format_minor, percent_discount_minor
 from storefront.models import Coupon, CouponRedemption
@@ -33,10 +35,11 @@ def normalise_code(code: object) -> str:
 
 def discount_for(coupon: Coupon, subtotal_minor: int) -> int:
     """The coupon's discount on this subtotal, never more than the subtotal."""
-    if coupon.kind == "percent":
-        discount_minor = percent_discount_minor(subtotal_minor, coupon.value)
-    else:
-        discount_minor = coupon.value
+    return _discount(coupon.kind, coupon.value, subtotal_minor)
+
+
+def _discount(kind: str, value: int, subtotal_minor: int) -> int:
+    discount_minor = percent_discount_minor(subtotal_minor, value) if kind == "percent" else value
     return max(0, min(discount_minor, subtotal_minor))
 
 
@@ -133,6 +136,38 @@ async def evaluate_coupon(
     )
 
 
+# Built once. The conditional use carries every rule of _rule_refusal, so using a coupon needs
+# no read first; the coupon is read again only to say why a use was refused.
+_coupons = cast(Table, Coupon.__table__)
+_USE_COUPON = (
+    update(_coupons)
+    .where(
+        _coupons.c.code == bindparam("coupon_code"),
+        _coupons.c.is_active.is_(True),
+        or_(_coupons.c.starts_at.is_(None), _coupons.c.starts_at <= bindparam("used_at")),
+        or_(_coupons.c.ends_at.is_(None), _coupons.c.ends_at > bindparam("used_at")),
+        _coupons.c.min_subtotal_minor <= bindparam("subtotal_minor"),
+        or_(_coupons.c.max_uses.is_(None), _coupons.c.uses < _coupons.c.max_uses),
+    )
+    .values(uses=_coupons.c.uses + 1)
+    .returning(
+        _coupons.c.id,
+        _coupons.c.code,
+        _coupons.c.kind,
+        _coupons.c.value,
+        _coupons.c.uses,
+        _coupons.c.max_uses_per_customer,
+    )
+)
+_GIVE_USE_BACK = (
+    update(_coupons)
+    .where(_coupons.c.id == bindparam("coupon_id"))
+    .values(uses=_coupons.c.uses - 1)
+    .returning(_coupons.c.uses)
+)
+_INSERT_REDEMPTION = insert(cast(Table, CouponRedemption.__table__))
+
+
 async def use_coupon(
     session: AsyncSession,
     code: str,
@@ -141,38 +176,59 @@ async def use_coupon(
     subtotal_minor: int,
     now: datetime,
 ) -> int:
-    """Count one use of the coupon for this order and customer; return its discount_minor."""
-    coupon = await select_coupon_by_code(session, code)
+    """Count one use of the coupon for this order and customer; return its discount_minor.
+
+    A refusal (CouponError) leaves the coupon as it was and the caller's transaction usable.
+    """
+    normalised = normalise_code(code)
+    await session.flush()  # as the ORM would before an UPDATE: pending changes go first
+    connection = await session.connection()
+    used = None
+    if normalised and subtotal_minor > 0:
+        used = (
+            await connection.execute(
+                _USE_COUPON,
+                {"coupon_code": normalised, "used_at": now, "subtotal_minor": subtotal_minor},
+            )
+        ).one_or_none()
+    if used is None:
+        raise CouponError(await _use_refusal(session, normalised, subtotal_minor, now))
+    uses = used.uses
+    # The conditional update came first: on PostgreSQL it locks the coupon row, so the
+    # per-customer count below cannot race another order of the same customer.
+    if used.max_uses_per_customer is not None:
+        count = await count_customer_redemptions(session, used.id, user_id)
+        if count >= used.max_uses_per_customer:
+            uses = (await connection.execute(_GIVE_USE_BACK, {"coupon_id": used.id})).scalar_one()
+            _show_uses(session, used.id, uses)
+            raise CouponError(_customer_limit_message(used.code))
+    await connection.execute(
+        _INSERT_REDEMPTION,
+        {"coupon_id": used.id, "order_id": order_id, "user_id": user_id, "created_at": now},
+    )
+    _show_uses(session, used.id, uses)
+    return _discount(used.kind, used.value, subtotal_minor)
+
+
+async def _use_refusal(
+    session: AsyncSession, normalised: str, subtotal_minor: int, now: datetime
+) -> str:
+    """Why the conditional use matched no coupon, from the coupon as it is now."""
+    coupon = None
+    if normalised and len(normalised) <= MAX_CODE_LENGTH:
+        coupon = await select_coupon_by_code(session, normalised)
     if coupon is None:
-        raise CouponError(_unknown_message(normalise_code(code)))
-    refusal = _rule_refusal(coupon, subtotal_minor, now)
-    if refusal is not None:
-        raise CouponError(refusal)
-    # A savepoint, so a refusal undoes the use even when the caller catches CouponError.
-    async with session.begin_nested():
-        # The conditional update comes first: on PostgreSQL it locks the coupon row, so the
-        # per-customer count below cannot race another order of the same customer.
-        result = cast(
-            CursorResult[Any],
-            await session.execute(
-                update(Coupon)
-                .where(
-                    Coupon.id == coupon.id,
-                    Coupon.is_active.is_(True),
-                    (Coupon.max_uses.is_(None)) | (Coupon.uses < Coupon.max_uses),
-                )
-                .values(uses=Coupon.uses + 1)
-            ),
-        )
-        if result.rowcount != 1:
-            raise CouponError(f"The code {coupon.code} has been fully used.")
-        if coupon.max_uses_per_customer is not None:
-            used = await count_customer_redemptions(session, coupon.id, user_id)
-            if used >= coupon.max_uses_per_customer:
-                raise CouponError(_customer_limit_message(coupon.code))
-        session.add(CouponRedemption(coupon_id=coupon.id, order_id=order_id, user_id=user_id))
-        await session.flush()
-    return discount_for(coupon, subtotal_minor)
+        return _unknown_message(normalised)
+    return (
+        _rule_refusal(coupon, subtotal_minor, now) or f"The code {coupon.code} has been fully used."
+    )
+
+
+def _show_uses(session: AsyncSession, coupon_id: int, uses: int) -> None:
+    """A Coupon loaded in this session shows the new count without another query."""
+    coupon = session.sync_session.identity_map.get(identity_key(Coupon, coupon_id))
+    if coupon is not None:
+        set_committed_value(coupon, "uses", uses)
 
 
 async def release_coupon_use(

@@ -165,19 +165,70 @@ async def test_use_coupon_refuses_when_exhausted_and_changes_nothing(
     assert await coupon_state(app, "GONE") == (2, 0)
 
 
+@pytest.mark.both_databases
 async def test_use_coupon_per_customer_refusal_undoes_the_use_even_if_caught(
     app, session, add_coupon, make_user
 ):
     user = await make_user()
     await add_coupon("ONCE", max_uses=10, max_uses_per_customer=1)
-    first, second = await insert_orders(app, user, 2)
+    first, second, third = await insert_orders(app, user, 3)
     async with write_transaction(session):
         await use_coupon(session, "ONCE", user.id, first, 20_000, utcnow())
     async with write_transaction(session):
         with pytest.raises(CouponError, match="already used"):
             await use_coupon(session, "ONCE", user.id, second, 20_000, utcnow())
-        # The caller caught the error and committed: the savepoint already undid the use.
+        # The caller caught the error and goes on: the use was already given back, and the
+        # transaction still takes statements and commits.
+        await release_coupon_use(session, "ONCE", third)
     assert await coupon_state(app, "ONCE") == (1, 1)
+
+
+# (coupon fields, subtotal_minor, None when it applies or what the refusal says); times are
+# relative to the `now` both functions are given.
+RULE_BOUNDARIES = [
+    ({}, 20_000, None),
+    ({"starts_at": timedelta(0)}, 20_000, None),
+    ({"starts_at": timedelta(seconds=1)}, 20_000, "starts on"),
+    ({"ends_at": timedelta(seconds=1)}, 20_000, None),
+    ({"ends_at": timedelta(0)}, 20_000, "expired"),
+    ({"min_subtotal_minor": 20_000}, 20_000, None),
+    ({"min_subtotal_minor": 20_001}, 20_000, "needs a subtotal"),
+    ({"max_uses": 3, "uses": 2}, 20_000, None),
+    ({"max_uses": 3, "uses": 3}, 20_000, "fully used"),
+    ({"is_active": False}, 20_000, "no longer active"),
+    ({}, 0, "Add something"),
+]
+
+
+@pytest.mark.both_databases
+@pytest.mark.parametrize(("fields", "subtotal_minor", "refusal"), RULE_BOUNDARIES)
+async def test_use_coupon_draws_the_lines_where_evaluate_coupon_does(
+    app, session, add_coupon, make_user, fields, subtotal_minor, refusal
+):
+    now = utcnow().replace(microsecond=0)
+    fields = {
+        name: now + value if isinstance(value, timedelta) else value
+        for name, value in fields.items()
+    }
+    coupon = await add_coupon("EDGE", **fields)
+    user = await make_user()
+    [order_id] = await insert_orders(app, user, 1)
+    check = await evaluate_coupon(session, "EDGE", subtotal_minor, user.id, now)
+    assert check.valid is (refusal is None)
+    if refusal is None:
+        async with write_transaction(session):
+            discount_minor = await use_coupon(
+                session, "edge", user.id, order_id, subtotal_minor, now
+            )
+        assert discount_minor == check.discount_minor
+        assert await coupon_state(app, "EDGE") == (coupon.uses + 1, 1)
+    else:
+        assert refusal in check.message
+        with pytest.raises(CouponError) as refused:
+            async with write_transaction(session):
+                await use_coupon(session, "edge", user.id, order_id, subtotal_minor, now)
+        assert str(refused.value) == check.message
+        assert await coupon_state(app, "EDGE") == (coupon.uses, 0)
 
 
 @pytest.mark.parametrize(
