@@ -13,6 +13,7 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from storefront.db import write_transaction
 from storefront.lib.money import format_minor
@@ -30,7 +31,7 @@ from storefront.services.orders import (
     restock_order_lines,
     transition_order,
 )
-from storefront.services.outbox import InvalidEmailAddress, queue_email
+from storefront.services.outbox import InvalidEmailAddress, compose_email, queue_emails
 from storefront.services.wallet import InsufficientBalance, WalletError, debit_wallet
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "deadloc
 WRITE_ATTEMPTS = 5
 
 
-# Built once: checkout runs it for every line, and building a statement costs as much as
-# sending it.
+# Built once: checkout runs them for every order (TAKE_STOCK for every line), and building a
+# statement costs as much as sending it.
 _products = cast(Table, Product.__table__).c
 TAKE_STOCK = (
     update(cast(Table, Product.__table__))
@@ -61,6 +62,16 @@ TAKE_STOCK = (
     .values(stock=_products.stock - bindparam("quantity"))
 )
 
+_carts = cast(Table, Cart.__table__).c
+LOCK_OWN_CART = (
+    select(_carts.id, _carts.coupon_code)
+    .where(_carts.user_id == bindparam("user_id"))
+    .with_for_update()
+)
+LOCK_CART = LOCK_OWN_CART.where(_carts.id == bindparam("cart_id"))
+
+_orders = cast(Table, Order.__table__)
+INSERT_ORDER = insert(_orders).returning(_orders.c.id)
 INSERT_ORDER_LINE = insert(cast(Table, OrderLine.__table__))
 
 
@@ -146,6 +157,12 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class LockedCart:
+    id: int
+    coupon_code: str | None
+
+
+@dataclass(frozen=True)
 class CheckoutPlan:
     """What the locked cart holds, priced from a plain read; the writes at the end verify it."""
 
@@ -186,23 +203,24 @@ def validate_delivery(delivery: str, phone: str, address: str) -> Delivery:
     return Delivery(method, phone, address if method == "address" else "")
 
 
-async def lock_cart(session: AsyncSession, user_id: int, cart_id: int | None = None) -> Cart:
+async def lock_cart(session: AsyncSession, user_id: int, cart_id: int | None = None) -> LockedCart:
     """The customer's cart, locked for this transaction (re-read, so its coupon is current)."""
     # PostgreSQL: a second submit of the same cart waits here, then finds the cart empty.
     # SQLite's BEGIN IMMEDIATE already serialises writers (and it ignores FOR UPDATE).
-    query = select(Cart).where(Cart.user_id == user_id)
-    if cart_id is not None:
-        query = query.where(Cart.id == cart_id)
-    cart = await session.scalar(query.with_for_update().execution_options(populate_existing=True))
-    if cart is None:
+    if cart_id is None:
+        found = await session.execute(LOCK_OWN_CART, {"user_id": user_id})
+    else:
+        found = await session.execute(LOCK_CART, {"user_id": user_id, "cart_id": cart_id})
+    row = found.one_or_none()
+    if row is None:
         raise EmptyCart()
-    return cart
+    return LockedCart(row.id, row.coupon_code)
 
 
 async def _plan(
     session: AsyncSession,
     user: User,
-    cart: Cart,
+    cart: LockedCart,
     now: datetime,
     expected_total_minor: int | None,
 ) -> CheckoutPlan:
@@ -244,25 +262,31 @@ async def _insert_order(
     The order's number comes from its id, so it is known only now; the caller writes it with
     its next statement on the order (one UPDATE fewer on the wallet path).
     """
-    order = Order(
-        number=provisional_order_number(),
-        user_id=user.id,
-        email=user.email,
-        status="pending_payment",
-        payment_method=payment_method,
-        subtotal_minor=plan.subtotal_minor,
-        discount_minor=plan.discount_minor,
-        total_minor=plan.total_minor,
-        currency=currency,
-        coupon_code=plan.coupon_code,
-        phone=delivery.phone,
-        delivery=delivery.method,
-        address=delivery.address,
-        created_at=now,
-        updated_at=now,
-    )
+    values = {
+        "number": provisional_order_number(),
+        "user_id": user.id,
+        "email": user.email,
+        "status": "pending_payment",
+        "payment_method": payment_method,
+        "subtotal_minor": plan.subtotal_minor,
+        "discount_minor": plan.discount_minor,
+        "total_minor": plan.total_minor,
+        "currency": currency,
+        "coupon_code": plan.coupon_code,
+        "phone": delivery.phone,
+        "delivery": delivery.method,
+        "address": delivery.address,
+        "created_at": now,
+        "updated_at": now,
+        "paid_at": None,
+    }
+    connection = await session.connection()
+    order_id = (await connection.execute(INSERT_ORDER, values)).scalar_one()
+    # A Core INSERT (a fraction of the ORM's flush); the order joins the session as if loaded,
+    # so later changes to it and transition_order keep it current.
+    order = Order(id=order_id, **values)
+    make_transient_to_detached(order)
     session.add(order)
-    await session.flush()
     rows = [
         {
             "order_id": order.id,
@@ -274,9 +298,9 @@ async def _insert_order(
         }
         for line in sorted(plan.lines, key=lambda line: line.product_id)
     ]
-    # One Core executemany (a fraction of the ORM's flush); the emails get the same lines as
-    # plain objects that the session does not track.
-    await (await session.connection()).execute(INSERT_ORDER_LINE, rows)
+    # One Core executemany; the emails get the same lines as plain objects that the session
+    # does not track.
+    await connection.execute(INSERT_ORDER_LINE, rows)
     return ReservedOrder(order, next_order_number(order.id), [OrderLine(**row) for row in rows])
 
 
@@ -373,12 +397,14 @@ async def queue_order_emails(
     recipients = [(order.email, "order_confirmation")]
     if admin_email:
         recipients.append((admin_email, "admin_new_order"))
+    emails = []
     for to, template in recipients:
         try:
-            await queue_email(session, to, template, context, f"{template}:{order.number}")
+            emails.append(compose_email(to, template, context, f"{template}:{order.number}"))
         except InvalidEmailAddress as error:
             # A bad address must not cost the shopper the order; operators see it in the log.
             log.warning("order %s: %s not queued: %s", order.number, template, error)
+    await queue_emails(session, emails)
 
 
 async def place_wallet_order(
@@ -461,12 +487,9 @@ async def run_write_with_retries(
 ) -> T:
     """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
 
-    A read transaction the request already began (loading the customer) is ended first, so
-    the writer opens its own; objects the caller still needs should be detached beforehand,
-    because a rollback expires every object in the session.
+    Objects the caller still needs should be detached beforehand, because a rollback expires
+    every object in the session.
     """
-    if session.in_transaction():
-        await session.commit()
     for attempt in range(1, attempts + 1):
         try:
             async with write_transaction(session):

@@ -126,6 +126,42 @@ async def test_release_refuses_a_paid_order(app, session, make_user, make_produc
 
 
 @pytest.mark.both_databases
+async def test_wallet_order_leaves_the_session_current(
+    app, session, make_user, make_product, make_coupon, fill_cart
+):
+    user = await make_user(balance_minor=50_000)
+    product = await make_product(name="Router", price_minor=10_000, stock=3)
+    coupon = await make_coupon(kind="fixed", value=1_000, max_uses=5)
+    cart = await fill_cart(user, [(product, 2)], coupon_code=coupon.code)
+    now = utcnow()
+    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
+        # Rows the request may already hold show the checkout's changes without a re-read.
+        wallet = await wallet_of(db_session, user)
+        held_coupon = await db_session.get(Coupon, coupon.id)
+        order = await place_wallet_order(
+            db_session, user, cart, "address", "0241234567", "Osu, Accra", now
+        )
+        assert await db_session.get(Order, order.id) is order
+        assert (order.status, order.number, order.paid_at) == (
+            "paid",
+            f"CW-{order.id:06d}",
+            now,
+        )
+        assert (order.total_minor, order.discount_minor, order.coupon_code) == (
+            19_000,
+            1_000,
+            coupon.code,
+        )
+        assert wallet.balance_minor == 31_000
+        assert held_coupon.uses == 1
+    stored = await session.get(Order, order.id)
+    columns = [column.key for column in Order.__table__.columns]
+    assert {key: getattr(stored, key) for key in columns} == {
+        key: getattr(order, key) for key in columns
+    }
+
+
+@pytest.mark.both_databases
 async def test_free_order_after_full_discount_needs_no_debit(
     app, session, make_user, make_product, make_coupon, fill_cart
 ):
