@@ -1,7 +1,7 @@
 """Load benchmark: wallet checkouts by many concurrent shoppers, then an invariant audit.
 
     .venv/bin/python bench/checkout.py [--database postgresql|sqlite|both] [--shoppers 50]
-        [--checkouts 2000] [--drive service|http] [--processes 2] [--pool-size 5]
+        [--checkouts 2000] [--drive service|http|steps] [--processes 2] [--pool-size 5]
 
 Makes a throwaway database (PostgreSQL: a new database on TEST_DATABASE_URL's server, dropped
 afterwards; SQLite: a temporary file), creates the tables and seeds one shopper per checkout with
@@ -13,6 +13,8 @@ for the shopper's own cart inside run_write_with_retries, one session per checko
 `--processes` worker processes with `--pool-size` PostgreSQL connections each. --drive http: the
 real app under hypercorn (2 uvloop workers); each shopper first opens GET /checkout (untimed, for
 its session cookie and CSRF token), then `--shoppers` httpx clients post the checkout forms.
+--drive steps: the service call, one shopper at a time in this process, with a CPU timer around
+each step of place_wallet_order; reports the app's CPU per step and per checkout.
 
 Reports checkouts/s, p50/p99 latency of a checkout, and CPU per checkout (the app's processes and
 the PostgreSQL backends serving the benchmark's database) — the figure that other load on a shared
@@ -93,6 +95,7 @@ class RunResult:
     seconds: float = 0.0
     app_cpu_seconds: float = 0.0
     postgres_cpu_seconds: float = 0.0
+    step_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def _process_cpu_seconds(pid: int) -> float:
@@ -426,6 +429,87 @@ def drive_service(
     return result
 
 
+# --- one checkout at a time, CPU per step ---------------------------------------------------
+
+# The steps of place_wallet_order, in the order it takes them (each a name in its module).
+CHECKOUT_STEPS = (
+    "lock_cart",
+    "_plan",
+    "_insert_order",
+    "debit_wallet",
+    "transition_order",
+    "queue_order_emails",
+    "clear_cart",
+    "_take_stock_and_coupon",
+)
+
+
+@contextlib.contextmanager
+def timed_steps(module: Any, names: tuple[str, ...], spent: dict[str, float]) -> Any:
+    """Wrap each named coroutine function of `module` in a CPU timer while the block runs."""
+    originals = {name: getattr(module, name) for name in names}
+
+    def timed(name: str, original: Any) -> Any:
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.process_time()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                spent[name] = spent.get(name, 0.0) + time.process_time() - started
+
+        return run
+
+    for name, original in originals.items():
+        setattr(module, name, timed(name, original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(module, name, original)
+
+
+async def drive_steps(url: str, shoppers: list[Shopper]) -> RunResult:
+    from storefront.services import checkout as checkout_service
+
+    engine = make_engine(url)
+    sessionmaker = make_sessionmaker(engine)
+    result = RunResult()
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    meter = PostgresCpuMeter(url.rsplit("/", 1)[1]) if not url.startswith("sqlite") else None
+    started = time.perf_counter()
+    with timed_steps(checkout_service, CHECKOUT_STEPS, result.step_cpu_seconds):
+        for shopper in shoppers:
+            user = User(id=shopper.user_id, email=shopper.email)
+
+            async def place(session: Any, shopper: Shopper = shopper, user: User = user) -> Order:
+                return await checkout_service.place_wallet_order(
+                    session,
+                    user,
+                    None,
+                    "address",
+                    PHONE,
+                    ADDRESS,
+                    utcnow(),
+                    expected_total_minor=shopper.expected_total_minor,
+                    admin_email=ADMIN_EMAIL,
+                    base_url="https://shop.example.com",
+                )
+
+            checkout_started = time.perf_counter()
+            cpu_started = time.process_time()
+            async with sessionmaker() as session:
+                await checkout_service.run_write_with_retries(session, place)
+            result.app_cpu_seconds += time.process_time() - cpu_started
+            result.latencies_ms.append((time.perf_counter() - checkout_started) * 1000)
+            result.outcomes["paid"] += 1
+    result.seconds = time.perf_counter() - started
+    if meter is not None:
+        result.postgres_cpu_seconds = meter.stop()
+    await engine.dispose()
+    return result
+
+
 # --- driving HTTP under hypercorn ------------------------------------------------------------
 
 
@@ -665,6 +749,9 @@ async def bench(backend: str, args: argparse.Namespace) -> bool:
                 "HTTP POST /pay/wallet via hypercorn (2 uvloop workers), "
                 "httpx clients on the same machine"
             )
+        elif args.drive == "steps":
+            result = await drive_steps(url, shoppers)
+            how = "service, one shopper at a time, CPU timed per step"
         else:
             meter = PostgresCpuMeter(url.rsplit("/", 1)[1])
             sampling = asyncio.create_task(meter.run())
@@ -681,7 +768,8 @@ async def bench(backend: str, args: argparse.Namespace) -> bool:
     finally:
         await drop_database(backend, handle)
     paid = result.outcomes.get("paid", 0)
-    print(f"\n== Wallet checkout on {backend}: {args.shoppers} concurrent shoppers, {how}")
+    shoppers_at_once = 1 if args.drive == "steps" else args.shoppers
+    print(f"\n== Wallet checkout on {backend}: {shoppers_at_once} concurrent shoppers, {how}")
     print(
         f"   checkouts paid: {paid} of {args.checkouts} in {result.seconds:.2f} s "
         f"= {paid / result.seconds:.0f} checkouts/s"
@@ -701,6 +789,13 @@ async def bench(backend: str, args: argparse.Namespace) -> bool:
             f"(≈ {per_cpu_second * (os.cpu_count() or 1):.0f}/s if all "
             f"{os.cpu_count()} cores were this benchmark's)"
         )
+    if paid and result.step_cpu_seconds:
+        steps = "  ".join(
+            f"{name.strip('_')} {result.step_cpu_seconds.get(name, 0.0) / paid * 1000:.2f}"
+            for name in CHECKOUT_STEPS
+        )
+        rest = result.app_cpu_seconds - sum(result.step_cpu_seconds.values())
+        print(f"   app CPU ms per checkout by step: {steps}  rest {rest / paid * 1000:.2f}")
     print(f"   load average before: {load_before}")
     for outcome, count in sorted(result.outcomes.items()):
         if outcome != "paid":
@@ -716,7 +811,7 @@ def main() -> None:
     parser.add_argument("--database", choices=["postgresql", "sqlite", "both"], default="both")
     parser.add_argument("--shoppers", type=int, default=50)
     parser.add_argument("--checkouts", type=int, default=2000)
-    parser.add_argument("--drive", choices=["service", "http"], default="service")
+    parser.add_argument("--drive", choices=["service", "http", "steps"], default="service")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument(
         "--pool-size", type=int, default=5, help="PostgreSQL connections per process (service)"
