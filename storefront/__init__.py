@@ -8,7 +8,7 @@ from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from hypercorn.middleware import ProxyFixMiddleware
-from quart import Quart, Response, render_template, request, session
+from quart import Quart, Response, render_template, request
 from quart_auth import QuartAuth
 from werkzeug.exceptions import HTTPException
 
@@ -27,6 +27,7 @@ from storefront.blueprints import (
     paystack_webhook,
     shop,
 )
+from storefront.cart_badge import badge_count
 from storefront.config import load_config
 from storefront.extensions import init_auth
 from storefront.htmx import is_htmx
@@ -87,8 +88,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
 
     @app.context_processor
     async def inject_cart_count() -> dict[str, Any]:
-        # The header badge reads the count the cart code keeps in the session: no query.
-        return {"cart_count": session.get("cart_count", 0)}
+        # The header badge shows the count the cart code keeps in its cookie: no query.
+        return {"cart_count": badge_count()}
 
     _run_template_context_processors_inline(app)
     if config["TRUSTED_PROXY_HOPS"]:

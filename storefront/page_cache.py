@@ -29,6 +29,7 @@ from quart import Quart, Response, current_app, render_template, request, sessio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storefront.cart_badge import badge_count
 from storefront.csrf import SESSION_KEY as CSRF_SESSION_KEY
 from storefront.csrf import csrf_token
 from storefront.db import get_session
@@ -248,21 +249,12 @@ def accepts_gzip() -> bool:
     return request.accept_encodings["gzip"] > 0
 
 
-def _cart_count_value() -> bytes:
-    raw = session.get("cart_count", 0)
-    try:
-        count = max(0, int(raw))
-    except (TypeError, ValueError):
-        count = 0
-    return str(count).encode()
-
-
 def _shopper_values(page: SplicedBody) -> dict[str, bytes]:
     values: dict[str, bytes] = {}
     if CSRF_SLOT in page.slots:
         values[CSRF_SLOT] = str(escape(csrf_token())).encode()
     if CART_COUNT_SLOT in page.slots:
-        values[CART_COUNT_SLOT] = _cart_count_value()
+        values[CART_COUNT_SLOT] = str(badge_count()).encode()
     return values
 
 

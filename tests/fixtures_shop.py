@@ -10,6 +10,7 @@ import pytest
 from quart import Quart
 from sqlalchemy import event
 
+from storefront.cart_badge import BADGE_COOKIE
 from storefront.db import sessionmaker_for, write_transaction
 from storefront.models import Category, Product, Slider
 from storefront.services.catalog import bump_catalog_version
@@ -129,3 +130,16 @@ def counted_statements(app: Quart) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def set_badge_cookie(client: Any, count: int) -> None:
+    """Give the client the cart badge cookie as the shop would have set it (host-only)."""
+    client.set_cookie("localhost", BADGE_COOKIE, str(count), path="/")
+
+
+def badge_cookie(client: Any) -> int:
+    """The badge count in the client's cookie jar (0 when the shop deleted the cookie)."""
+    for cookie in client.cookie_jar:
+        if cookie.name == BADGE_COOKIE and cookie.value:
+            return int(cookie.value)
+    return 0

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.auth import current_customer, login_required
+from storefront.cart_badge import show_badge_count
 from storefront.csrf import rotate_csrf_token
 from storefront.db import get_session, write_transaction
 from storefront.htmx import navigate, render_page_or_block
@@ -83,10 +84,9 @@ def _start_session(auth_token: str, cart_token: str | None, cart_count: int) -> 
     g.pop("customer", None)
     if cart_token:
         session["cart_token"] = cart_token
-        session["cart_count"] = cart_count
     else:
         session.pop("cart_token", None)
-        session.pop("cart_count", None)
+    show_badge_count(cart_count if cart_token else 0)
     rotate_csrf_token()
 
 
@@ -175,6 +175,7 @@ async def logout() -> Response:
     """End the session: auth cookie, cart pointer and CSRF token all go."""
     logout_user()
     session.clear()
+    show_badge_count(0)
     rotate_csrf_token()
     await flash("You have logged out.", "ok")
     return await navigate("/")

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from storefront.auth import current_customer
+from storefront.cart_badge import show_badge_count
 from storefront.db import get_session, write_transaction
 from storefront.htmx import is_htmx, render_fragment
 from storefront.lib.money import format_minor
@@ -47,7 +48,6 @@ blueprint = Blueprint("cart", __name__)
 AnyResponse = Response | WerkzeugResponse
 
 CART_TOKEN_KEY = "cart_token"
-CART_COUNT_KEY = "cart_count"
 CART_UPDATED = "cart-updated"
 
 
@@ -60,7 +60,7 @@ async def current_cart(db_session: AsyncSession) -> Cart | None:
 
 
 async def remember_cart(cart_token: str | None, item_count: int) -> None:
-    """Keep the session's cart token (guests) and badge count current; touch it only on change."""
+    """Keep the session's cart token (guests) and the badge count current; touch only changes."""
     customer = await current_customer()
     if (
         cart_token is not None
@@ -68,8 +68,7 @@ async def remember_cart(cart_token: str | None, item_count: int) -> None:
         and browser_session.get(CART_TOKEN_KEY) != cart_token
     ):
         browser_session[CART_TOKEN_KEY] = cart_token
-    if browser_session.get(CART_COUNT_KEY, 0) != item_count:
-        browser_session[CART_COUNT_KEY] = item_count
+    show_badge_count(item_count)
 
 
 def _safe_next(raw: object, fallback: str) -> str:

@@ -2,11 +2,12 @@
 
 from typing import Any
 
-from quart import Blueprint, Response, current_app, flash, request, session
+from quart import Blueprint, Response, current_app, flash, request
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
 from storefront.auth import current_customer, login_required
+from storefront.cart_badge import show_badge_count
 from storefront.db import get_session
 from storefront.htmx import navigate, render_page_or_block
 from storefront.models import Order, User, utcnow
@@ -161,6 +162,6 @@ async def pay_with_wallet() -> Response:
         return response
     except CheckoutError as refused:
         return await render_checkout(customer, form=form, error=str(refused), status=422)
-    session["cart_count"] = 0
+    show_badge_count(0)
     await flash(f"Thank you! Order {order.number} is paid from your wallet.", "ok")
     return await navigate(f"/orders/{order.number}")

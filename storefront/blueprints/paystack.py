@@ -2,7 +2,7 @@
 
 import re
 
-from quart import Blueprint, Response, abort, current_app, flash, redirect, request, session
+from quart import Blueprint, Response, abort, current_app, flash, redirect, request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.auth import current_customer, login_required
@@ -11,6 +11,7 @@ from storefront.blueprints.checkout import (
     parse_shown_total,
     render_checkout,
 )
+from storefront.cart_badge import show_badge_count
 from storefront.db import get_session, sessionmaker_for
 from storefront.htmx import navigate, render_page_or_block
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
@@ -124,7 +125,7 @@ async def init_payment() -> Response:
     )
     if outcome.refused:
         return await render_checkout(customer, form=form, error=outcome.message, status=409)
-    session["cart_count"] = 0  # the order holds the items now
+    show_badge_count(0)  # the order holds the items now
     if outcome.authorization_url:
         return await navigate(outcome.authorization_url)
     await flash(outcome.message, "error")

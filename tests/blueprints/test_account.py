@@ -19,6 +19,7 @@ from tests.fixtures_accounts import (
     reseed_csrf,
     session_csrf_token,
 )
+from tests.fixtures_shop import badge_cookie, set_badge_cookie
 
 HTMX = {"HX-Request": "true"}
 
@@ -253,15 +254,16 @@ async def test_logout_ends_the_auth_cookie_and_drops_the_cart(client, make_user,
     await login(client, "bye@example.com", TEST_PASSWORD)
     async with client.session_transaction() as session:
         session["cart_token"] = "some-cart"
-        session["cart_count"] = 3
         token = session["csrf_token"]
+    set_badge_cookie(client, 3)
     response = await client.post("/logout", form={"csrf_token": token})
     assert response.status_code == 303
     cookie_name = app.config["QUART_AUTH_COOKIE_NAME"]
     set_cookies = response.headers.get_all("Set-Cookie")
     assert any(c.startswith(f"{cookie_name}=;") and "Max-Age=0" in c for c in set_cookies)
     async with client.session_transaction() as session:
-        assert "cart_token" not in session and "cart_count" not in session
+        assert "cart_token" not in session
+    assert badge_cookie(client) == 0
     assert user.auth_token  # the token stays valid for other devices until a password change
 
 
@@ -277,13 +279,13 @@ async def test_login_merges_the_guest_cart(client, app, make_user, make_product,
         own.add(CartItem(cart_id=guest.id, product_id=radio.id, quantity=1))
     async with client.session_transaction() as quart_session:
         quart_session["cart_token"] = guest.token
-        quart_session["cart_count"] = 3
+    set_badge_cookie(client, 3)
 
     response = await login(client, "cart@example.com", TEST_PASSWORD)
     assert response.status_code == 303
     async with client.session_transaction() as quart_session:
         assert quart_session["cart_token"] == saved.token
-        assert quart_session["cart_count"] == 4
+    assert badge_cookie(client) == 4
     rows = await session.execute(
         select(CartItem.product_id, CartItem.quantity).where(CartItem.cart_id == saved.id)
     )
@@ -305,7 +307,7 @@ async def test_register_adopts_the_guest_cart(client, app, make_product, session
     assert cart is not None and cart.id == guest.id
     async with client.session_transaction() as quart_session:
         assert quart_session["cart_token"] == cart.token != guest.token
-        assert quart_session["cart_count"] == 2
+    assert badge_cookie(client) == 2
 
 
 async def test_account_page_needs_login_and_shows_the_balance(client, make_user, sign_in):

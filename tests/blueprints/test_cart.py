@@ -7,10 +7,11 @@ import re
 import pytest
 from sqlalchemy import event, func, select
 
+from storefront.cart_badge import BADGE_COOKIE
 from storefront.db import sessionmaker_for, write_transaction
 from storefront.models import Cart, CartItem, Product
 from tests.conftest import CSRF_TOKEN
-from tests.fixtures_shop import counted_statements
+from tests.fixtures_shop import badge_cookie, counted_statements
 
 HTMX = {"HX-Request": "true"}
 
@@ -35,8 +36,10 @@ async def post_quantity(client, product_id, quantity, htmx=False):
 
 
 async def browser_cart(client) -> dict:
+    """The session's cart token and the badge cookie's count."""
     async with client.session_transaction() as browser_session:
-        return dict(browser_session)
+        state = dict(browser_session)
+    return {**state, "cart_count": badge_cookie(client)}
 
 
 async def cart_rows(app) -> dict[int, dict[int, int]]:
@@ -132,6 +135,28 @@ async def test_a_repeat_add_on_sqlite_goes_through_the_batch_writer(app, client,
     # The request's own (aiosqlite) engine ran nothing: the add went to the batch writer.
     assert statements == []
     assert list((await cart_rows(app)).values()) == [{product.id: 3}]
+
+
+async def test_a_repeat_add_rewrites_the_badge_cookie_not_the_session(app, client, add_product):
+    product = await add_product(stock=10)
+    first = await post_add(client, product.id, htmx=True)
+    assert any(h.startswith("storefront_session=") for h in first.headers.get_all("Set-Cookie"))
+    again = await post_add(client, product.id, htmx=True)
+    set_cookies = again.headers.get_all("Set-Cookie")
+    assert [h.split("=", 1)[0] for h in set_cookies] == [BADGE_COOKIE]
+    attributes = set_cookies[0].lower()
+    assert set_cookies[0].startswith(f"{BADGE_COOKIE}=2;")
+    assert "httponly" in attributes and "samesite=lax" in attributes and "path=/" in attributes
+    assert badge_cookie(client) == 2
+
+
+@pytest.mark.parametrize("forged", ["abc", "-1", "1234567", "²", "1e3", ""])
+async def test_a_forged_badge_cookie_shows_zero(client, forged):
+    client.set_cookie("localhost", BADGE_COOKIE, forged, path="/")
+    for path in ("/", "/cart"):
+        response = await client.get(path)
+        assert response.status_code == 200
+        assert badge_count(await response.get_data(as_text=True)) == 0
 
 
 async def test_badge_counts_items_across_products(client, add_product):

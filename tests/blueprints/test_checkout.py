@@ -23,6 +23,7 @@ from storefront.models import (
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import wallet_of
 from tests.fixtures_checkout import CHECKOUT_ADDRESS, CHECKOUT_PHONE, checkout_form
+from tests.fixtures_shop import badge_cookie, set_badge_cookie
 
 HX = {"HX-Request": "true"}
 ADMIN_EMAIL = "orders-desk@example.com"
@@ -138,8 +139,7 @@ async def test_wallet_checkout_moves_everything_once(
     coupon = await make_coupon(kind="percent", value=1000, max_uses=10)  # 10 %
     cart = await fill_cart(user, [(case, 2), (phone, 2)], coupon_code=coupon.code)
     sign_in(client, user)
-    async with client.session_transaction() as client_session:
-        client_session["cart_count"] = 4
+    set_badge_cookie(client, 4)
 
     # subtotal 2 × 1,000 + 2 × 50 = 2,100.00; 10 % off = 210.00; total 1,890.00
     response = await client.post("/pay/wallet", form=checkout_form(total_minor=189_000))
@@ -199,8 +199,7 @@ async def test_wallet_checkout_moves_everything_once(
 
     assert await _count(session, CartItem, CartItem.cart_id == cart.id) == 0
     assert await session.scalar(select(Cart.coupon_code).where(Cart.id == cart.id)) is None
-    async with client.session_transaction() as client_session:
-        assert client_session["cart_count"] == 0
+    assert badge_cookie(client) == 0
     assert await select_ledger_mismatches(session) == []
 
     order_page = await client.get(response.headers["Location"])

@@ -14,7 +14,7 @@ from storefront.models import Product
 from storefront.page_cache import page_cache_for
 from storefront.services.catalog import update_product
 from tests.conftest import CSRF_TOKEN
-from tests.fixtures_shop import counted_statements
+from tests.fixtures_shop import counted_statements, set_badge_cookie
 
 XSS_NAME = "<script>alert(1)</script>"
 
@@ -277,8 +277,7 @@ async def test_new_sliders_and_categories_show_after_their_bump(client, add_slid
 async def test_each_shopper_gets_their_own_token_and_badge_in_the_shared_page(app, add_product):
     await add_product("Radio")
     first, second = app.test_client(), app.test_client()
-    async with second.session_transaction() as browser_session:
-        browser_session["cart_count"] = 4
+    set_badge_cookie(second, 4)
     first_body = await page_text(first, "/")
     second_body = await page_text(second, "/")
     async with first.session_transaction() as browser_session:
