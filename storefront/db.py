@@ -134,9 +134,21 @@ def sqlite_writer_gate(bind: object) -> SQLiteWriterGate | None:
 async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back.
 
-    A read transaction the request already began (loading the customer) is ended first; the
-    session keeps its objects (expire_on_commit=False).
+    A read transaction the request already began (loading the customer) is ended first on
+    SQLite, which must start writers with BEGIN IMMEDIATE; on PostgreSQL (read committed: each
+    statement sees what is committed) it simply goes on as the write transaction, which saves
+    a commit, a connection checkout and a BEGIN. The session keeps its objects either way
+    (expire_on_commit=False).
     """
+    on_sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
+    if session.in_transaction() and not on_sqlite:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+        return
     if session.in_transaction():
         await session.commit()
     gate = sqlite_writer_gate(session.bind)
