@@ -1,5 +1,6 @@
 """CyberWorld Storefront: create_app builds the Quart app from configuration."""
 
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from inspect import iscoroutinefunction
@@ -8,9 +9,10 @@ from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from hypercorn.middleware import ProxyFixMiddleware
-from quart import Quart, Response, render_template, request
+from quart import Quart, Response, make_response, render_template, request
 from quart_auth import QuartAuth
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from storefront import csrf, db, security, sessions, static_files
 from storefront.auth import current_customer
@@ -29,6 +31,7 @@ from storefront.blueprints import (
 )
 from storefront.cart_badge import badge_count
 from storefront.config import load_config
+from storefront.db import is_transient_database_error
 from storefront.extensions import init_auth
 from storefront.htmx import is_htmx
 from storefront.lib.money import format_minor
@@ -80,6 +83,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         app.register_blueprint(module.blueprint)
 
     app.register_error_handler(HTTPException, _render_http_error)
+    app.register_error_handler(DBAPIError, _render_database_busy)
+    app.register_error_handler(sqlite3.OperationalError, _render_database_busy)
     security.init_security(app)
 
     @app.context_processor
@@ -131,6 +136,19 @@ def _inline(processor: SyncProcessor) -> Callable[[], Awaitable[dict[str, Any]]]
         return processor()
 
     return run_inline
+
+
+async def _render_database_busy(error: Exception) -> Response:
+    """A lock the shop could not get in time answers 503 with a message, not a 500 page; the
+    transaction that met it was rolled back. Any other database error is a 500."""
+    if not is_transient_database_error(error):
+        raise error
+    busy = ServiceUnavailable(
+        "The shop is very busy right now and could not finish that. Please try again in a moment."
+    )
+    response = await make_response(await _render_http_error(busy))
+    response.headers["Retry-After"] = "5"
+    return cast(Response, response)
 
 
 async def _render_http_error(error: HTTPException) -> Response | tuple[str, int]:

@@ -3,6 +3,7 @@
 import asyncio
 import fcntl
 import os
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,6 +12,7 @@ from typing import Any, cast
 from quart import Quart, current_app, g
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,6 +21,22 @@ from sqlalchemy.ext.asyncio import (
 )
 
 WRITE_OPTION = "storefront_write"
+# PostgreSQL: serialization failure, deadlock, lock not available.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "deadlock detected")
+
+
+def is_transient_database_error(error: BaseException) -> bool:
+    """A lock or serialization conflict that the same transaction, run again, can get past
+    (SQLAlchemy's wrapped errors, and sqlite3's own from the batch writer's driver calls)."""
+    original: object = error.orig if isinstance(error, DBAPIError) else error
+    if not isinstance(error, DBAPIError) and not isinstance(error, sqlite3.OperationalError):
+        return False
+    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return True
+    text = str(original).lower()
+    return any(message in text for message in TRANSIENT_MESSAGES)
 
 
 def is_sqlite(url: str) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from storefront.db import write_transaction
+from storefront.db import is_transient_database_error, write_transaction
 from storefront.lib.money import format_minor
 from storefront.models import Cart, Order, OrderLine, Product, User
 from storefront.services.cart import CartLine, clear_cart, select_cart_lines
@@ -42,9 +42,6 @@ DELIVERY_CHOICES = ("address", "pickup")
 PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()-]{6,24}")
 MIN_PHONE_DIGITS = 9
 MAX_ADDRESS_LENGTH = 500
-# PostgreSQL: serialization failure, deadlock, lock not available.
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "deadlock detected")
 WRITE_ATTEMPTS = 5
 
 
@@ -466,18 +463,6 @@ async def release_order_reservation(
     coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
     if coupon_code:
         await release_coupon_use(session, coupon_code, order_id)
-
-
-def is_transient_database_error(error: BaseException) -> bool:
-    """A lock or serialization conflict that the same transaction, run again, can get past."""
-    if not isinstance(error, DBAPIError):
-        return False
-    original = error.orig
-    sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
-    if sqlstate in TRANSIENT_SQLSTATES:
-        return True
-    text = str(original).lower()
-    return any(message in text for message in TRANSIENT_MESSAGES)
 
 
 async def run_write_with_retries(

@@ -3,6 +3,7 @@ as no-JS 303 flows; every bad input gets a message and changes nothing."""
 
 import asyncio
 import re
+import sqlite3
 
 import pytest
 from sqlalchemy import event, func, select
@@ -456,3 +457,33 @@ async def test_viewing_the_cart_does_not_rewrite_the_session_cookie(client, add_
     await post_add(client, product.id, "1", htmx=True)
     response = await client.get("/cart")
     assert "storefront_session" not in response.headers.get("Set-Cookie", "")
+
+
+@pytest.mark.parametrize(
+    "app_overrides", [{"RATELIMIT_ENABLED": False, "SQLITE_BUSY_TIMEOUT_MS": 50}]
+)
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no-js"])
+async def test_a_locked_database_answers_503_and_changes_nothing(
+    app, client, database_url, add_product, htmx
+):
+    first, second = await add_product(stock=10), await add_product(stock=10)
+    await post_add(client, first.id, htmx=True)
+    before_rows, before_badge = await cart_rows(app), badge_cookie(client)
+    # Another process holds SQLite's write lock for longer than the busy timeout allows.
+    locker = sqlite3.connect(database_url.split("///", 1)[1], isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        repeat = await post_add(client, first.id, htmx=htmx)  # the batch writer's path
+        new_line = await post_add(client, second.id, htmx=htmx)  # a write transaction's path
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+    for response in (repeat, new_line):
+        body = await response.get_data(as_text=True)
+        assert response.status_code == 503, body
+        assert response.headers["Retry-After"] == "5"
+        assert "very busy" in body and "locked" not in body
+        assert ("<html" in body) is not htmx
+    assert await cart_rows(app) == before_rows
+    assert badge_cookie(client) == before_badge
+    assert (await post_add(client, first.id, htmx=True)).status_code == 200

@@ -1,12 +1,13 @@
 """Checkout services: reserve for Paystack, release, pay from wallet, retries on lock conflicts."""
 
 import asyncio
+import sqlite3
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db import is_transient_database_error, sessionmaker_for, write_transaction
 from storefront.models import (
     CartItem,
     Coupon,
@@ -25,7 +26,6 @@ from storefront.services.checkout import (
     OutOfStock,
     ShopBusy,
     create_order_from_cart,
-    is_transient_database_error,
     place_wallet_order,
     release_order_reservation,
     run_write_with_retries,
@@ -220,6 +220,9 @@ class _FakeOriginal(Exception):
 def test_transient_errors_are_recognised(message, sqlstate, transient):
     error = OperationalError("SELECT 1", {}, _FakeOriginal(message, sqlstate))
     assert is_transient_database_error(error) is transient
+    # sqlite3's own error, as the batch writer's driver calls raise it, unwrapped.
+    if sqlstate is None:
+        assert is_transient_database_error(sqlite3.OperationalError(message)) is transient
 
 
 async def test_lock_conflicts_are_retried_until_they_pass(app, session):
