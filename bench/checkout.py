@@ -40,6 +40,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -327,11 +328,7 @@ async def seed(url: str, checkouts: int) -> list[Shopper]:
 async def _service_worker_run(
     url: str, shoppers: list[Shopper], concurrency: int, pool_size: int
 ) -> RunResult:
-    from storefront.services.checkout import (
-        CheckoutError,
-        place_wallet_order,
-        run_write_with_retries,
-    )
+    from storefront.services.checkout import CheckoutError, run_write_with_retries
 
     kwargs: dict[str, Any] = {}
     if not url.startswith("sqlite"):
@@ -344,27 +341,10 @@ async def _service_worker_run(
         queue.put_nowait(shopper)
 
     async def checkout(shopper: Shopper) -> None:
-        user = User(id=shopper.user_id, email=shopper.email)
-
-        async def place(session: Any) -> Order:
-            # As POST /pay/wallet does: None is the shopper's own cart, locked in the transaction.
-            return await place_wallet_order(
-                session,
-                user,
-                None,
-                "address",
-                PHONE,
-                ADDRESS,
-                utcnow(),
-                expected_total_minor=shopper.expected_total_minor,
-                admin_email=ADMIN_EMAIL,
-                base_url="https://shop.example.com",
-            )
-
         started = time.perf_counter()
         try:
             async with sessionmaker() as session:
-                await run_write_with_retries(session, place)
+                await run_write_with_retries(session, wallet_checkout(shopper))
             result.outcomes["paid"] += 1
         except CheckoutError as refused:
             result.outcomes[f"refused: {type(refused).__name__}: {refused}"] += 1
@@ -431,6 +411,30 @@ def drive_service(
 
 # --- one checkout at a time, CPU per step ---------------------------------------------------
 
+
+def wallet_checkout(shopper: Shopper) -> Callable[[Any], Awaitable[Order]]:
+    """What POST /pay/wallet runs for the shopper (None: their own cart, locked in the write)."""
+    from storefront.services import checkout as checkout_service
+
+    user = User(id=shopper.user_id, email=shopper.email)
+
+    async def place(session: Any) -> Order:
+        return await checkout_service.place_wallet_order(
+            session,
+            user,
+            None,
+            "address",
+            PHONE,
+            ADDRESS,
+            utcnow(),
+            expected_total_minor=shopper.expected_total_minor,
+            admin_email=ADMIN_EMAIL,
+            base_url="https://shop.example.com",
+        )
+
+    return place
+
+
 # The steps of place_wallet_order, in the order it takes them (each a name in its module).
 CHECKOUT_STEPS = (
     "lock_cart",
@@ -480,26 +484,10 @@ async def drive_steps(url: str, shoppers: list[Shopper]) -> RunResult:
     started = time.perf_counter()
     with timed_steps(checkout_service, CHECKOUT_STEPS, result.step_cpu_seconds):
         for shopper in shoppers:
-            user = User(id=shopper.user_id, email=shopper.email)
-
-            async def place(session: Any, shopper: Shopper = shopper, user: User = user) -> Order:
-                return await checkout_service.place_wallet_order(
-                    session,
-                    user,
-                    None,
-                    "address",
-                    PHONE,
-                    ADDRESS,
-                    utcnow(),
-                    expected_total_minor=shopper.expected_total_minor,
-                    admin_email=ADMIN_EMAIL,
-                    base_url="https://shop.example.com",
-                )
-
             checkout_started = time.perf_counter()
             cpu_started = time.process_time()
             async with sessionmaker() as session:
-                await checkout_service.run_write_with_retries(session, place)
+                await checkout_service.run_write_with_retries(session, wallet_checkout(shopper))
             result.app_cpu_seconds += time.process_time() - cpu_started
             result.latencies_ms.append((time.perf_counter() - checkout_started) * 1000)
             result.outcomes["paid"] += 1

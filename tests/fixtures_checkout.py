@@ -153,3 +153,12 @@ def _shopper_client(app: Quart) -> Callable[[User], Awaitable[QuartClient]]:
         return client
 
     return make
+
+
+async def stock_of(session: Any, product: Product) -> int:
+    """The product's stock as the database holds it now (not the session's copy)."""
+    return await session.scalar(
+        select(Product.stock)
+        .where(Product.id == product.id)
+        .execution_options(populate_existing=True)
+    )

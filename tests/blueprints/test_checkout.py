@@ -22,7 +22,7 @@ from storefront.models import (
 )
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import wallet_of
-from tests.fixtures_checkout import CHECKOUT_ADDRESS, CHECKOUT_PHONE, checkout_form
+from tests.fixtures_checkout import CHECKOUT_ADDRESS, CHECKOUT_PHONE, checkout_form, stock_of
 from tests.fixtures_shop import badge_cookie, set_badge_cookie
 
 HX = {"HX-Request": "true"}
@@ -34,14 +34,6 @@ RACE_OVERRIDES = [{"ADMIN_EMAIL": ADMIN_EMAIL, "RATELIMIT_ENABLED": False}]
 @pytest.fixture(name="app_overrides")
 def _app_overrides() -> dict[str, object]:
     return {"ADMIN_EMAIL": ADMIN_EMAIL}
-
-
-async def _stock(session, product) -> int:
-    return await session.scalar(
-        select(Product.stock)
-        .where(Product.id == product.id)
-        .execution_options(populate_existing=True)
-    )
 
 
 async def _count(session, model, *where) -> int:
@@ -184,8 +176,8 @@ async def test_wallet_checkout_moves_everything_once(
         order.number,
         111_000,
     )
-    assert await _stock(session, phone) == 3
-    assert await _stock(session, case) == 1
+    assert await stock_of(session, phone) == 3
+    assert await stock_of(session, case) == 1
     assert await session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id)) == 1
     redemption = await session.scalar(select(CouponRedemption))
     assert (redemption.order_id, redemption.user_id) == (order.id, user.id)
@@ -476,7 +468,7 @@ async def test_race_fifty_shoppers_for_the_last_five_units(
 
     statuses = sorted(response.status_code for response in responses)
     assert statuses == [204] * 5 + [422] * 45
-    assert await _stock(session, product) == 0
+    assert await stock_of(session, product) == 0
     assert await _count(session, Order, Order.status == "paid") == 5
     assert await _count(session, Order) == 5
     assert await _count(session, WalletEntry, WalletEntry.kind == "payment") == 5
@@ -509,7 +501,7 @@ async def test_race_one_shopper_submits_twenty_times(
     assert await _count(session, Order) == 1
     assert await _count(session, WalletEntry, WalletEntry.kind == "payment") == 1
     assert (await wallet_of(session, user)).balance_minor == balance_minor - 20_000
-    assert await _stock(session, product) == 99
+    assert await stock_of(session, product) == 99
     await _assert_invariants(session, responses)
 
 
@@ -534,7 +526,7 @@ async def test_race_twenty_shoppers_for_three_coupon_uses(
     assert await session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id)) == 10
     assert await _count(session, CouponRedemption) == 3
     assert await _count(session, Order) == 3
-    assert await _stock(session, product) == 97
+    assert await stock_of(session, product) == 97
     for response in responses:
         if response.status_code == 422:
             assert "fully used" in _text(await response.get_data())

@@ -6,12 +6,13 @@ import pytest
 from sqlalchemy import func, select
 
 from storefront.db import sessionmaker_for, write_transaction
-from storefront.models import Order, Product, WalletEntry, utcnow
+from storefront.models import Order, WalletEntry, utcnow
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import create_order_from_cart, place_wallet_order
 from storefront.services.orders import OrderStatusChanged, refund_order_to_wallet
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import wallet_of
+from tests.fixtures_checkout import stock_of
 
 
 async def _paid_order(app, user) -> Order:
@@ -20,14 +21,6 @@ async def _paid_order(app, user) -> Order:
         return await place_wallet_order(
             db_session, user, cart, "pickup", "0241234567", "", utcnow()
         )
-
-
-async def _stock(session, product) -> int:
-    return await session.scalar(
-        select(Product.stock)
-        .where(Product.id == product.id)
-        .execution_options(populate_existing=True)
-    )
 
 
 @pytest.mark.both_databases
@@ -39,7 +32,7 @@ async def test_refund_restocks_and_credits_the_wallet(
     await fill_cart(user, [(product, 2)])
     order = await _paid_order(app, user)
     assert (await wallet_of(session, user)).balance_minor == 20_000
-    assert await _stock(session, product) == 2
+    assert await stock_of(session, product) == 2
     await session.rollback()
 
     async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
@@ -52,7 +45,7 @@ async def test_refund_restocks_and_credits_the_wallet(
         50_000,
     )
     assert (await session.get(Order, order.id)).status == "refunded"
-    assert await _stock(session, product) == 4
+    assert await stock_of(session, product) == 4
     assert (await wallet_of(session, user)).balance_minor == 50_000
     refund = await session.scalar(select(WalletEntry).where(WalletEntry.kind == "refund"))
     assert (refund.amount_minor, refund.source_reference, refund.actor) == (
@@ -89,7 +82,7 @@ async def test_refund_called_twice_at_once_credits_once(
         select(func.count()).select_from(WalletEntry).where(WalletEntry.kind == "refund")
     )
     assert refunds == 1
-    assert await _stock(session, product) == 5  # restocked once, not four times
+    assert await stock_of(session, product) == 5  # restocked once, not four times
     assert await select_ledger_mismatches(session) == []
 
 
@@ -108,7 +101,7 @@ async def test_only_paid_orders_are_refunded(
         await db_session.execute(
             Order.__table__.update().where(Order.id == order.id).values(status=status)
         )
-    stock_before = await _stock(session, product)
+    stock_before = await stock_of(session, product)
     await session.rollback()
 
     with pytest.raises(OrderStatusChanged):
@@ -116,6 +109,6 @@ async def test_only_paid_orders_are_refunded(
             await refund_order_to_wallet(db_session, order.id, actor="admin@example.com")
 
     await session.rollback()
-    assert await _stock(session, product) == stock_before
+    assert await stock_of(session, product) == stock_before
     assert (await wallet_of(session, user)).balance_minor == 50_000
     assert (await session.get(Order, order.id)).status == status

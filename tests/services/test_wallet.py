@@ -14,6 +14,7 @@ from storefront.services.wallet import (
     select_ledger_mismatches,
 )
 from tests.conftest import wallet_of
+from tests.fixtures_checkout import stock_of
 
 
 async def _payments(session, user) -> list[tuple[int, str, int]]:
@@ -26,14 +27,6 @@ async def _payments(session, user) -> list[tuple[int, str, int]]:
         .order_by(WalletEntry.id)
     )
     return [tuple(row) for row in rows]
-
-
-async def _stock(session, product) -> int:
-    return await session.scalar(
-        select(Product.stock)
-        .where(Product.id == product.id)
-        .execution_options(populate_existing=True)
-    )
 
 
 @pytest.mark.both_databases
@@ -52,7 +45,7 @@ async def test_a_refused_debit_leaves_the_larger_transaction_usable(
         assert ledger.balance_after_minor == 600
     assert (await wallet_of(session, user)).balance_minor == 600
     assert await _payments(session, user) == [(-400, "CW-900002", 600)]
-    assert await _stock(session, product) == 4
+    assert await stock_of(session, product) == 4
     assert await select_ledger_mismatches(session) == []
 
 
@@ -67,7 +60,7 @@ async def test_a_refused_debit_then_rollback_changes_nothing(app, make_user, mak
             await debit_wallet(own, user.id, 800, kind="payment", source_reference="CW-900004")
     assert (await wallet_of(session, user)).balance_minor == 1_000
     assert await _payments(session, user) == []
-    assert await _stock(session, product) == 5
+    assert await stock_of(session, product) == 5
 
 
 @pytest.mark.both_databases
