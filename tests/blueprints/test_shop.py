@@ -448,3 +448,13 @@ async def test_images_stream_from_disk_with_their_hash_in_the_url(client, add_pr
     assert response.mimetype == "image/webp"
     assert "Content-Encoding" not in response.headers
     assert await response.get_data() == image.read_bytes()
+
+
+async def test_pages_name_a_cached_icon_so_browsers_skip_favicon_ico(client):
+    html = await (await client.get("/")).get_data(as_text=True)
+    match = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', html)
+    assert match, "no icon link"
+    icon = await client.get(match[1])
+    assert icon.status_code == 200
+    assert "immutable" in icon.headers["Cache-Control"]
+    assert (await icon.get_data()).startswith(b"<svg")
