@@ -45,6 +45,7 @@ class SQLiteBatchWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-batch")
         self._connection: Connection | None = None  # opened and used on self._thread only
         self._queued: list[tuple[BatchWrite[Any], asyncio.Future[Any]]] = []
+        self._in_flight: list[tuple[BatchWrite[Any], asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -75,20 +76,34 @@ class SQLiteBatchWriter:
     async def _apply_forever(self) -> None:
         while True:
             await self._wakeup.wait()
-            async with self._gate.hold():
+            try:
+                await self._apply_queued()
+            except Exception as error:  # the writer gate failed (its lock file): refuse, go on
+                log.exception("SQLite batch writer: the writes it held are refused")
                 self._wakeup.clear()
-                batch = [(write, future) for write, future in self._queued if not future.done()]
-                self._queued = []
-                outcomes = await self._apply_in_thread([write for write, _ in batch])
-            for (_, future), (result, error) in zip(batch, outcomes, strict=True):
-                if future.done():  # the caller went away; its write stands or falls with the rest
-                    continue
-                if error is None:
-                    future.set_result(result)
-                else:
-                    future.set_exception(error)
+                for _, future in self._in_flight + self._queued:
+                    if not future.done():
+                        future.set_exception(error)
+                self._in_flight, self._queued = [], []
             if self._closing and not self._queued:
                 return
+
+    async def _apply_queued(self) -> None:
+        async with self._gate.hold():
+            self._wakeup.clear()
+            self._in_flight = [
+                (write, future) for write, future in self._queued if not future.done()
+            ]
+            self._queued = []
+            outcomes = await self._apply_in_thread([write for write, _ in self._in_flight])
+        for (_, future), (result, error) in zip(self._in_flight, outcomes, strict=True):
+            if future.done():  # the caller went away; its write stands or falls with the rest
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        self._in_flight = []
 
     async def _apply_in_thread(
         self, writes: list[BatchWrite[Any]]

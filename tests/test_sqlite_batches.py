@@ -2,6 +2,7 @@
 the batch waits its turn at the same writer gate as every other write."""
 
 import asyncio
+from contextlib import asynccontextmanager
 
 import pytest
 from sqlalchemy import text
@@ -96,3 +97,20 @@ async def test_close_applies_what_is_queued_then_refuses(engine):
 async def test_the_app_has_a_batch_writer_only_on_a_sqlite_file(app):
     on_sqlite = app.config["DATABASE_URL"].startswith("sqlite")
     assert (sqlite_batch_writer(app) is not None) == on_sqlite
+
+
+async def test_a_failing_gate_refuses_the_waiting_writes_and_the_writer_goes_on(
+    writer, monkeypatch
+):
+    @asynccontextmanager
+    async def broken_hold():
+        raise OSError("no locks available")
+        yield
+
+    monkeypatch.setattr(writer._gate, "hold", broken_hold)
+    results = await asyncio.gather(
+        *(writer.run(insert_note(f"n{i}")) for i in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(result, OSError) for result in results)
+    monkeypatch.undo()
+    assert await writer.run(insert_note("after")) == 1
