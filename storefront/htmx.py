@@ -1,9 +1,26 @@
 """One place that decides fragment or page, and how to send a shopper elsewhere."""
 
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from jinja2_fragments.quart import render_block
 from quart import Response, current_app, make_response, redirect, render_template, request
+
+NEXT_MAX_LENGTH = 512
+
+
+def safe_next_path(raw: object) -> str | None:
+    """`raw` when it is a path on this site, else None (no //host, scheme, backslash, controls)."""
+    if not isinstance(raw, str) or not raw or len(raw) > NEXT_MAX_LENGTH:
+        return None
+    if not raw.startswith("/") or raw.startswith("//"):
+        return None
+    if "\\" in raw or any(ord(character) < 33 or ord(character) == 127 for character in raw):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc:
+        return None
+    return raw
 
 
 def is_htmx() -> bool:

@@ -3,7 +3,6 @@
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, current_app, flash, g, request, session, url_for
 from quart_auth import AuthUser, login_user, logout_user
@@ -14,7 +13,7 @@ from storefront.auth import current_customer, login_required
 from storefront.cart_badge import show_badge_count
 from storefront.csrf import rotate_csrf_token
 from storefront.db import get_session, write_transaction
-from storefront.htmx import navigate, render_page_or_block
+from storefront.htmx import navigate, render_page_or_block, safe_next_path
 from storefront.models import User
 from storefront.services.cart import count_cart_items, merge_guest_cart
 from storefront.services.outbox import queue_email
@@ -44,25 +43,12 @@ LOGIN_FAILED = "That email and password do not match an account. Check both and 
 EMAIL_TAKEN = (
     "We could not create an account with this email. If it is yours, log in or reset your password."
 )
-NEXT_MAX_LENGTH = 512
 # One reset email per account per five minutes, however often the form is sent.
 RESET_EMAIL_WINDOW_SECONDS = 300
 
 
 class EmailTaken(Exception):
     """The address already belongs to an account."""
-
-
-def safe_next_path(raw: str | None) -> str | None:
-    """`raw` when it is a path on this site, else None (no //host, scheme, backslash, controls)."""
-    if not raw or len(raw) > NEXT_MAX_LENGTH or not raw.startswith("/") or raw.startswith("//"):
-        return None
-    if "\\" in raw or any(ord(character) < 33 or ord(character) == 127 for character in raw):
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc:
-        return None
-    return raw
 
 
 async def _render_form(template: str, status: int = 200, **context: Any) -> Response:

@@ -2,7 +2,6 @@
 
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
 from quart import (
     Blueprint,
@@ -22,7 +21,7 @@ from werkzeug.wrappers import Response as WerkzeugResponse
 from storefront.auth import current_customer
 from storefront.cart_badge import show_badge_count
 from storefront.db import get_session, write_transaction
-from storefront.htmx import is_htmx, render_fragment
+from storefront.htmx import is_htmx, render_fragment, safe_next_path
 from storefront.lib.money import format_minor
 from storefront.models import Cart, Product, utcnow
 from storefront.security import per_minute
@@ -71,20 +70,6 @@ async def remember_cart(cart_token: str | None, item_count: int) -> None:
     show_badge_count(item_count)
 
 
-def _safe_next(raw: object, fallback: str) -> str:
-    """A local path to return to after a no-JS post; never another site."""
-    if (
-        isinstance(raw, str)
-        and raw.startswith("/")
-        and not raw.startswith("//")
-        and "\\" not in raw
-    ):
-        parts = urlsplit(raw)
-        if not parts.scheme and not parts.netloc:
-            return raw
-    return fallback
-
-
 async def _fragments(status: int, *parts: tuple[str, dict[str, Any]]) -> AnyResponse:
     body = "".join([await render_fragment(template, **context) for template, context in parts])
     response = await make_response(body, status)
@@ -122,7 +107,7 @@ async def show_cart() -> str:
 async def add_item() -> AnyResponse:
     """Add a product to the cart (creating the cart on the first add)."""
     form = await request.form
-    next_url = _safe_next(form.get("next"), "/cart")
+    next_url = safe_next_path(form.get("next")) or "/cart"
     product_id: int | None = None
     try:
         product_id = parse_product_id(form.get("product_id"))

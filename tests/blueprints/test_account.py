@@ -5,8 +5,9 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from storefront.blueprints.account import EMAIL_TAKEN, LOGIN_FAILED, safe_next_path
+from storefront.blueprints.account import EMAIL_TAKEN, LOGIN_FAILED
 from storefront.db import sessionmaker_for, write_transaction
+from storefront.htmx import safe_next_path
 from storefront.models import Cart, CartItem, User, Wallet
 from storefront.services import users as users_service
 from storefront.services.cart import insert_cart
