@@ -27,7 +27,11 @@ from storefront.services.checkout import (
     run_write_with_retries,
     validate_delivery,
 )
-from storefront.services.orders import select_order_by_number, select_order_lines
+from storefront.services.orders import (
+    OrderStatusChanged,
+    select_order_by_number,
+    select_order_lines,
+)
 from storefront.services.payments import (
     PaymentSettings,
     PaymentState,
@@ -158,6 +162,8 @@ async def pay_order_again(number: str) -> Response:
         payment = await run_write_with_retries(db_session, attempt)
     except ShopBusy as busy:
         return await _problem(str(busy), 409)
+    except OrderStatusChanged:
+        return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
     outcome = await initialize_payment(
         db_session,
         paystack_client_for(current_app),

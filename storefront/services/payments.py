@@ -192,7 +192,17 @@ async def reserve_order_payment(
 
 
 async def insert_order_payment(session: AsyncSession, order: Order, now: datetime) -> Payment:
-    """An attempt with a fresh reference for an order awaiting payment (first or a retry)."""
+    """An attempt with a fresh reference for an order awaiting payment (first or a retry).
+
+    The order's row is locked and its status checked here, in the write transaction: a last
+    attempt closing at the same moment cancels the order under the same lock, so a new attempt
+    is never sent to Paystack for an order whose items went back on the shelf.
+    """
+    status = await session.scalar(
+        select(Order.status).where(Order.id == order.id).with_for_update()
+    )
+    if status != "pending_payment":
+        raise OrderStatusChanged(f"Order {order.number} is no longer awaiting payment.")
     return await insert_payment(
         session,
         purpose=PURPOSE_ORDER,

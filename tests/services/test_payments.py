@@ -10,6 +10,7 @@ from storefront.db import sessionmaker_for, write_transaction
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Order, OutboxEmail, Payment, Product, WalletEntry, utcnow
 from storefront.paystack_serving import paystack_client_for
+from storefront.services.orders import OrderStatusChanged
 from storefront.services.payments import (
     PURPOSE_TOPUP,
     finalize_payment,
@@ -237,6 +238,24 @@ async def test_paid_after_an_admin_cancelled_the_order_alerts_instead_of_paying(
     assert state.status == "success" and state.order_status == "cancelled"
     keys = (await session.execute(select(OutboxEmail.dedupe_key))).scalars().all()
     assert keys == [f"payment_problem:{started.reference}"]
+
+
+@pytest.mark.both_databases
+async def test_no_new_attempt_for_an_order_cancelled_meanwhile(
+    app, fake_paystack, start_order_payment, session
+):
+    started = await start_order_payment()
+    order = await session.scalar(select(Order).where(Order.number == started.order_number))
+    await session.commit()
+    # The only attempt fails and closes: the order is cancelled and its items released. The
+    # shopper's "pay again" read the order as awaiting payment just before.
+    fake_paystack.mark_status(started.reference, "failed")
+    assert (await _finalize(app, started.reference)).order_status == "cancelled"
+    payments_before = await session.scalar(select(func.count()).select_from(Payment))
+    with pytest.raises(OrderStatusChanged):
+        async with write_transaction(session):
+            await insert_order_payment(session, order, utcnow())
+    assert await session.scalar(select(func.count()).select_from(Payment)) == payments_before
 
 
 async def test_closing_one_of_two_attempts_keeps_the_reservation(
