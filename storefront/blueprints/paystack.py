@@ -28,11 +28,13 @@ from storefront.services.checkout import (
     validate_delivery,
 )
 from storefront.services.orders import (
+    ORDER_NUMBER_PREFIX,
     OrderStatusChanged,
     select_order_by_number,
     select_order_lines,
 )
 from storefront.services.payments import (
+    PURPOSE_TOPUP,
     PaymentSettings,
     PaymentState,
     finalize_payment,
@@ -47,7 +49,7 @@ blueprint = Blueprint("paystack", __name__)
 
 MIN_TOPUP_MINOR = 100
 TOPUP_UNAVAILABLE = "Online top-ups are not available: the shop has not set up Paystack yet."
-ORDER_NUMBER = re.compile(r"CW-[0-9]{6,12}")
+ORDER_NUMBER = re.compile(re.escape(ORDER_NUMBER_PREFIX) + r"[0-9]{6,12}")
 
 
 def request_payment_settings() -> PaymentSettings:
@@ -203,7 +205,7 @@ async def callback() -> Response:
     db_session = get_session()
     customer = await current_customer()
     is_owner = customer is not None and customer.id == state.user_id
-    if state.purpose == "wallet_topup" and state.status != "pending" and is_owner:
+    if state.purpose == PURPOSE_TOPUP and state.status != "pending" and is_owner:
         await flash(*_topup_flash(state))
         return redirect("/account/wallet", 303)  # type: ignore[return-value]
     order = lines = None

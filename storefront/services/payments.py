@@ -542,15 +542,18 @@ async def _close_payment(
     if verified_payload is not None:
         values["verified_payload"] = verified_payload
         values["verified_at"] = now
-    closed = await session.execute(
-        update(Payment)
-        .where(Payment.id == payment_id, Payment.status == "pending")
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if _rowcount(closed) != 1:
+    closed = (
+        await session.execute(
+            update(Payment)
+            .where(Payment.id == payment_id, Payment.status == "pending")
+            .values(**values)
+            .returning(Payment.order_id)
+            .execution_options(synchronize_session=False)
+        )
+    ).one_or_none()
+    if closed is None:
         return False
-    order_id = await session.scalar(select(Payment.order_id).where(Payment.id == payment_id))
+    order_id = closed.order_id
     if order_id is None:
         return True
     # Lock the order, then look for other attempts: two attempts closing at once on

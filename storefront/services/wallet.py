@@ -59,15 +59,6 @@ async def _refusal(session: AsyncSession, user_id: int, needed_minor: int) -> Le
     raise InsufficientBalance(balance_minor, needed_minor)
 
 
-async def ledger_entry_exists(session: AsyncSession, kind: str, source_reference: str) -> bool:
-    found = await session.scalar(
-        select(WalletEntry.id).where(
-            WalletEntry.kind == kind, WalletEntry.source_reference == source_reference
-        )
-    )
-    return found is not None
-
-
 async def credit_wallet(
     session: AsyncSession,
     user_id: int,
