@@ -102,7 +102,6 @@ class PaymentState:
 class InitializeOutcome:
     """How handing a payment to Paystack went: go to `authorization_url`, or show `message`."""
 
-    payment: PaymentState
     authorization_url: str | None = None
     refused: bool = False
     message: str = ""
@@ -271,7 +270,6 @@ async def initialize_payment(
 
         await run_write_with_retries(session, close)
         return InitializeOutcome(
-            await select_payment_state(session, payment.reference),
             refused=True,
             message=f"Paystack could not start this payment: {error.message}. Nothing was charged.",
         )
@@ -284,7 +282,6 @@ async def initialize_payment(
 
         await run_write_with_retries(session, keep)
         return InitializeOutcome(
-            await select_payment_state(session, payment.reference),
             message=(
                 "Paystack did not answer in time, so your payment could not start. "
                 "Nothing was charged; please try again."
@@ -302,10 +299,7 @@ async def initialize_payment(
             await clear_cart(write_session, cart_id)
 
     await run_write_with_retries(session, accept)
-    return InitializeOutcome(
-        await select_payment_state(session, payment.reference),
-        authorization_url=initialized.authorization_url,
-    )
+    return InitializeOutcome(authorization_url=initialized.authorization_url)
 
 
 async def select_payment_state(session: AsyncSession, reference: str) -> PaymentState:
