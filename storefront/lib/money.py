@@ -1,6 +1,7 @@
 """Money as integer minor units (pesewas): parse what people type, format what they read."""
 
 import re
+from typing import TypeGuard
 
 CURRENCY_SYMBOLS = {"GHS": "GH₵", "NGN": "₦", "USD": "$", "ZAR": "R", "KES": "KSh"}
 MAX_AMOUNT_MINOR = 10**12  # GH₵ 10 billion: anything larger is a typo or an attack
@@ -37,9 +38,14 @@ def parse_amount(text: str) -> int:
     return amount_minor
 
 
+def is_minor_units(value: object) -> TypeGuard[int]:
+    """An amount in minor units: an int, never a bool, float or string."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def format_minor(amount_minor: int, currency: str = "GHS") -> str:
     """1234550 → "GH₵ 12,345.50"; negative amounts keep their sign in front."""
-    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+    if not is_minor_units(amount_minor):
         raise TypeError(f"amounts are int minor units, got {type(amount_minor).__name__}")
     sign = "-" if amount_minor < 0 else ""
     whole, fraction = divmod(abs(amount_minor), 100)

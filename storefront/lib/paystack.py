@@ -15,6 +15,8 @@ from urllib.parse import quote
 
 import httpx
 
+from storefront.lib.money import is_minor_units
+
 DEFAULT_BASE_URL = "https://api.paystack.co"
 REFERENCE_PATTERN = re.compile(r"[A-Za-z0-9.=-]{1,100}")
 SIGNATURE_HEADER = "x-paystack-signature"
@@ -79,7 +81,7 @@ class RefundResult:
 
 def require_minor_units(amount_minor: object, name: str = "amount") -> int:
     """Refuse floats, bools, strings and non-positive numbers before they reach the wire."""
-    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+    if not is_minor_units(amount_minor):
         raise TypeError(f"{name} must be int minor units, got {type(amount_minor).__name__}")
     if amount_minor <= 0:
         raise ValueError(f"{name} must be positive, got {amount_minor}")
@@ -165,7 +167,7 @@ class PaystackClient:
         payload = await self._request("GET", path)
         found = _object(payload.get("data"), "data")
         amount = found.get("amount")
-        if isinstance(amount, bool) or not isinstance(amount, int):
+        if not is_minor_units(amount):
             raise PaystackBadResponse("Paystack's verify answer has no whole-number amount")
         status = found.get("status")
         if not isinstance(status, str) or not status:
@@ -208,7 +210,7 @@ class PaystackClient:
         found = _object(payload.get("data"), "data")
         transaction = found.get("transaction")
         amount = found.get("amount")
-        if isinstance(amount, bool) or not isinstance(amount, int):
+        if not is_minor_units(amount):
             raise PaystackBadResponse("Paystack's refund answer has no whole-number amount")
         return RefundResult(
             status=_text(found, "status"),

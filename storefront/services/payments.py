@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storefront.lib.money import format_minor
+from storefront.lib.money import format_minor, is_minor_units
 from storefront.lib.paystack import (
     PaystackClient,
     PaystackError,
@@ -143,7 +143,7 @@ async def insert_payment(
     order_id: int | None = None,
 ) -> Payment:
     """One attempt, stored before Paystack hears of it."""
-    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int) or amount_minor <= 0:
+    if not is_minor_units(amount_minor) or amount_minor <= 0:
         raise ValueError("a payment is a positive whole number of pesewas")
     payment = Payment(
         reference=reference,

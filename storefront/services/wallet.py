@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from storefront.lib.money import is_minor_units
 from storefront.models import Wallet, WalletEntry, utcnow
 
 
@@ -46,7 +47,7 @@ class LedgerResult:
 
 
 def _check_amount(amount_minor: int) -> None:
-    if not isinstance(amount_minor, int) or isinstance(amount_minor, bool):
+    if not is_minor_units(amount_minor):
         raise WalletError("An amount must be a whole number of pesewas.")
 
 
