@@ -29,12 +29,16 @@ from storefront.db import WRITE_OPTION, make_engine, make_sessionmaker, write_tr
 from storefront.demo import catalog_is_empty, seed_demo
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.models import User
-from storefront.services.users import hash_password, insert_user, select_user_by_email
+from storefront.services.users import (
+    hash_password,
+    insert_user,
+    password_problem,
+    select_user_by_email,
+)
 from storefront.services.wallet import WalletError, credit_wallet
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-MIN_PASSWORD_LENGTH = 8
 
 
 class UsageError(Exception):
@@ -152,8 +156,9 @@ async def _create_admin(engine: AsyncEngine, email: str, password: str | None, n
         # Asked outside any transaction: on SQLite a writer would lock the shop while we wait.
         if password is None:
             password = _ask_password()
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise UsageError(f"the password needs at least {MIN_PASSWORD_LENGTH} characters")
+        problem = password_problem(password, email)
+        if problem is not None:
+            raise UsageError(f"the password is not accepted: {problem}")
     async with sessionmaker() as session, write_transaction(session):
         user = await select_user_by_email(session, email)
         if user is not None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from storefront.models import (
     Wallet,
     WalletEntry,
 )
-from storefront.services.users import password_matches
+from storefront.services.users import password_matches, password_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATIC = REPO_ROOT / "static"
@@ -200,7 +201,7 @@ VALUE_MISTAKES = [
     (["wallet-credit", "boss@shop.test", "0", "--note", "x"], "more than zero"),
     (["wallet-credit", "boss@shop.test", "10", "--note", "   "], "--note"),
     (["create-admin", "not-an-email", "--password", "long-enough-1"], "not a valid email"),
-    (["create-admin", "new@shop.test", "--password", "short"], "at least 8"),
+    (["create-admin", "new@shop.test", "--password", "short"], "at least 10"),
 ]
 
 
@@ -250,3 +251,21 @@ async def test_unreachable_database_fails_with_one_line(tmp_path):
     assert result.returncode == 1
     assert "unable to open database file" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+async def test_create_admin_uses_the_registration_password_rule(database_url, monkeypatch):
+    # Finding: create-admin accepted 8-character passwords while registration needs 10.
+    await ok(database_url, "db", "upgrade")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    for email, password in [
+        ("nine@shop.test", "ninechars"),
+        ("own.address@shop.test", "Own.Address@shop.test"),
+        ("huge@shop.test", "x" * 257),
+    ]:
+        expected = password_problem(password, email)
+        assert expected is not None  # registration refuses it too
+        with pytest.raises(UsageError, match=re.escape(expected)):
+            await run_command(
+                build_parser().parse_args(["create-admin", email, "--password", password])
+            )
+    await ok(database_url, "create-admin", "ten@shop.test", "--password", "tencharsok")

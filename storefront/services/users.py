@@ -103,16 +103,24 @@ def check_email_address(email: str) -> tuple[str, str | None]:
     return validated.normalized.lower(), None
 
 
+def password_problem(password: str, email: str) -> str | None:
+    """The one password rule (sign-up, reset, `storefront create-admin`): what is wrong, or None."""
+    if len(password) < PASSWORD_MIN_LENGTH:
+        return f"Use at least {PASSWORD_MIN_LENGTH} characters."
+    if len(password) > PASSWORD_MAX_LENGTH:
+        return f"Use at most {PASSWORD_MAX_LENGTH} characters."
+    if email and password.strip().lower() == email.strip().lower():
+        return "Your password cannot be your email address."
+    return None
+
+
 def check_new_password(
     password: str, password_confirm: str | None, email: str, errors: FormErrors
 ) -> None:
-    """Length, not the email, and (when the form asks twice) both entries equal."""
-    if len(password) < PASSWORD_MIN_LENGTH:
-        errors.add("password", f"Use at least {PASSWORD_MIN_LENGTH} characters.")
-    elif len(password) > PASSWORD_MAX_LENGTH:
-        errors.add("password", f"Use at most {PASSWORD_MAX_LENGTH} characters.")
-    elif email and password.strip().lower() == email.strip().lower():
-        errors.add("password", "Your password cannot be your email address.")
+    """The password rule and (when the form asks twice) both entries equal."""
+    problem = password_problem(password, email)
+    if problem is not None:
+        errors.add("password", problem)
     if password_confirm is not None and password_confirm != password:
         errors.add("password_confirm", "The two passwords do not match.")
 
