@@ -4,7 +4,8 @@
 event loop. It keeps the transactions it initialized, lets a test decide how each one ends
 (paid, failed, abandoned, underpaid, another currency), can fail the next request in the ways
 Paystack does (401 invalid key, 400 duplicate reference, 400 currency not supported, 500,
-a slow answer, a body that is not JSON), and builds signed webhooks for the shop.
+a slow answer, a body that is not JSON), can answer every initialize slowly but successfully
+(`initialize_delay_seconds`), and builds signed webhooks for the shop.
 
 Every API request it receives is validated against Paystack's published OpenAPI document
 (`<repo>/../shared/paystack/openapi.yaml`, found at run time, never copied into the project):
@@ -316,6 +317,8 @@ class FakePaystack:
         self.secret_key = secret_key
         self.currencies = set(currencies)
         self.slow_seconds = slow_seconds
+        # Every initialize answers after this long (a slow Paystack that still answers).
+        self.initialize_delay_seconds = 0.0
         self.spec = load_spec()
         self.transactions: dict[str, FakeTransaction] = {}
         self.requests: list[RecordedRequest] = []
@@ -505,6 +508,8 @@ class FakePaystack:
         @app.post("/transaction/initialize")
         async def initialize() -> Response:
             body = await request.get_json()
+            if fake.initialize_delay_seconds:
+                await asyncio.sleep(fake.initialize_delay_seconds)
             reference = body.get("reference") or secrets.token_hex(5)
             if reference in fake.transactions:
                 return _error(
