@@ -575,9 +575,13 @@ _DROP_CART_COUPON = (
 )
 
 
-async def clear_cart(session: AsyncSession, cart_id: int) -> None:
-    """Empty the cart and drop its coupon (after an order took its lines)."""
-    emptied = {"emptied_cart_id": cart_id, "emptied_at": utcnow()}
+async def clear_cart(session: AsyncSession, cart_id: int, now: datetime | None = None) -> None:
+    """Empty the cart and drop its coupon (after an order took its lines).
+
+    Checkout passes the order's created_at as `now`: a cart still stamped with it is one that
+    order emptied (and nothing changed since), so a later submit can be told about the order.
+    """
+    emptied = {"emptied_cart_id": cart_id, "emptied_at": now or utcnow()}
     await session.execute(_EMPTY_CART_ITEMS, emptied)
     await session.execute(_DROP_CART_COUPON, emptied)
     # A Cart already loaded in this session shows the change without being marked dirty
