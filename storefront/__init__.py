@@ -1,5 +1,6 @@
 """CyberWorld Storefront: create_app builds the Quart app from configuration."""
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -9,12 +10,14 @@ from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from hypercorn.middleware import ProxyFixMiddleware
-from quart import Quart, Response, make_response, render_template, request
+from quart import Quart, Response, current_app, g, make_response, render_template, request
 from quart_auth import QuartAuth
+from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from werkzeug.exceptions import HTTPException, RequestTimeout, ServiceUnavailable
 
-from storefront import csrf, db, security, sessions, static_files
+from storefront import csrf, db, request_input, security, sessions, static_files
 from storefront.auth import current_customer
 from storefront.blueprints import (
     account,
@@ -31,7 +34,7 @@ from storefront.blueprints import (
 )
 from storefront.cart_badge import badge_count
 from storefront.config import load_config
-from storefront.db import is_transient_database_error
+from storefront.db import is_database_busy
 from storefront.extensions import init_auth
 from storefront.htmx import is_htmx
 from storefront.lib.money import format_minor
@@ -60,8 +63,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         static_folder=str(PROJECT_ROOT / "static"),
     )
     app.config.update(config)
+    # First of the before-request hooks: nothing may touch the database before the body is in.
+    app.before_request(read_body_first)
     init_auth(app)
     csrf.init_csrf(app)
+    request_input.init_request_input(app)
     static_files.init_static_files(app)
     sessions.init_sessions(app)
     app.jinja_env.filters["money"] = format_minor
@@ -83,8 +89,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         app.register_blueprint(module.blueprint)
 
     app.register_error_handler(HTTPException, _render_http_error)
-    app.register_error_handler(DBAPIError, _render_database_busy)
-    app.register_error_handler(sqlite3.OperationalError, _render_database_busy)
+    for database_failure in (DBAPIError, sqlite3.OperationalError, PoolTimeoutError, OSError):
+        app.register_error_handler(database_failure, _render_database_busy)
     security.init_security(app)
 
     @app.context_processor
@@ -138,11 +144,36 @@ def _inline(processor: SyncProcessor) -> Callable[[], Awaitable[dict[str, Any]]]
     return run_inline
 
 
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def read_body_first() -> None:
+    """An unsafe request's whole body arrives before any database work, within a short time for
+    forms and JSON (uploads keep BODY_TIMEOUT): a client trickling its body holds a coroutine,
+    never a pooled connection, and gets 408. MAX_CONTENT_LENGTH and Quart's form limits bound
+    the size (413)."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    timeout = request.body_timeout
+    if request.mimetype != "multipart/form-data":
+        timeout = current_app.config["FORM_BODY_TIMEOUT_SECONDS"]
+    try:
+        async with asyncio.timeout(timeout):
+            await request.body
+    except TimeoutError:
+        raise RequestTimeout("The form took too long to arrive. Please send it again.") from None
+
+
 async def _render_database_busy(error: Exception) -> Response:
-    """A lock the shop could not get in time answers 503 with a message, not a 500 page; the
-    transaction that met it was rolled back. Any other database error is a 500."""
-    if not is_transient_database_error(error):
+    """A lock the shop could not get in time, a database that is unreachable or dropped the
+    connection, or no pooled connection free in time: 503 with a message and Retry-After, not a
+    500 page; the transaction that met it was rolled back. Any other error is a 500."""
+    if not is_database_busy(error):
         raise error
+    # The page must not touch the database: the customer shows only if still loaded.
+    customer = g.get("customer")
+    if customer is None or inspect(customer).expired:
+        g.customer = None
     busy = ServiceUnavailable(
         "The shop is very busy right now and could not finish that. Please try again in a moment."
     )
