@@ -14,7 +14,6 @@ import pytest
 from quart import Quart
 from quart.testing import QuartClient
 from werkzeug.datastructures import MultiDict
-from werkzeug.routing import Rule
 
 from storefront.models import Product, User
 from tests.conftest import CSRF_TOKEN, sign_in
