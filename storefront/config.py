@@ -99,6 +99,7 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "OUTBOX_CLAIM_SECONDS": _env_int("OUTBOX_CLAIM_SECONDS", 300),
         "OUTBOX_SEND_CONCURRENCY": _env_int("OUTBOX_SEND_CONCURRENCY", 4),
         "MAIL_TIMEOUT_SECONDS": _env_int("MAIL_TIMEOUT_SECONDS", 30),
+        "MAIL_SMTPUTF8": _env_bool("MAIL_SMTPUTF8", False),
         "RECONCILER_ENABLED": _env_bool("RECONCILER_ENABLED", True),
         "RATELIMIT_ENABLED": _env_bool("RATELIMIT_ENABLED", True),
         "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),

@@ -112,6 +112,12 @@ async def send_due_batch(
                     outcome: str | DeliveryError = await mail_batch.send(email.outgoing())
                 except DeliveryError as error:
                     outcome = error
+                except Exception as error:
+                    # Whatever one email raises is that email's failure (retried, then dead),
+                    # never the batch's: escaping would stop the other lanes, and the same row
+                    # would come first again next pass.
+                    log.exception("email %s failed unexpectedly", email.id)
+                    outcome = DeliveryError(f"{type(error).__name__}: {error}")
                 await record(email, outcome)
 
     try:
@@ -270,18 +276,22 @@ def sender_for(app: Quart, transport: Transport | None = None) -> OutboxSender:
 async def serve_outbox_sender(app: Quart) -> AsyncIterator[None]:
     """Serving hook: run the sender task while the app serves (when OUTBOX_SENDER_ENABLED)."""
     outbox.email_environment.globals["shop_name"] = app.config["SHOP_NAME"]
-    if not app.config["OUTBOX_SENDER_ENABLED"]:
-        yield
-        return
-    sender = sender_for(app)
-    app.extensions["outbox_sender"] = sender
-    sender.start()
-    log.info("outbox sender started (transport: %s)", sender.transport.name)
+    outbox.accept_smtputf8_addresses(app.config["MAIL_SMTPUTF8"])
     try:
-        yield
+        if not app.config["OUTBOX_SENDER_ENABLED"]:
+            yield
+            return
+        sender = sender_for(app)
+        app.extensions["outbox_sender"] = sender
+        sender.start()
+        log.info("outbox sender started (transport: %s)", sender.transport.name)
+        try:
+            yield
+        finally:
+            await sender.stop(float(app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"]))
+            app.extensions.pop("outbox_sender", None)
     finally:
-        await sender.stop(float(app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"]))
-        app.extensions.pop("outbox_sender", None)
+        outbox.accept_smtputf8_addresses(False)
 
 
 def notify_outbox(app: Quart) -> None:

@@ -166,8 +166,17 @@ def _tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 
 @pytest.fixture(name="smtp_server")
 def _smtp_server() -> Iterator[SmtpServer]:
-    """A plain SMTP server (like a local relay) recording every message."""
-    server = SmtpServer(RecordingHandler())
+    """A plain SMTP server (like a local relay) recording every message; offers SMTPUTF8."""
+    server = SmtpServer(RecordingHandler(), enable_SMTPUTF8=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(name="ascii_smtp_server")
+def _ascii_smtp_server() -> Iterator[SmtpServer]:
+    """A plain SMTP server that does not offer SMTPUTF8 (ASCII addresses only)."""
+    server = SmtpServer(RecordingHandler(), enable_SMTPUTF8=False)
     server.start()
     yield server
     server.stop()

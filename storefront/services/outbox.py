@@ -56,7 +56,23 @@ _LISTENING_FLAG = "outbox_listening"
 
 
 class InvalidEmailAddress(ValueError):
-    """The recipient address is not one we can send to; the message says why."""
+    """The recipient address is not one we can send to; the message says why (with the address,
+    for logs), `reason` says it to the person who typed it."""
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+# MAIL_SMTPUTF8: the operator's mail server takes addresses with non-ASCII letters before the @.
+# One setting per process, like the mail server; serve_outbox_sender sets it from the config.
+_accepts_smtputf8 = False
+
+
+def accept_smtputf8_addresses(accepted: bool) -> None:
+    """Say whether addresses that need SMTPUTF8 can be delivered (MAIL_SMTPUTF8)."""
+    global _accepts_smtputf8
+    _accepts_smtputf8 = accepted
 
 
 def render_email(template: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -70,15 +86,31 @@ def render_email(template: str, context: Mapping[str, Any]) -> tuple[str, str, s
 
 
 def normalise_address(to: str) -> str:
-    """The address as we store and send it; raise InvalidEmailAddress when unusable."""
+    """The address as we store and send it; InvalidEmailAddress when it is malformed or the
+    shop cannot deliver to it. Registration and compose_email both check addresses here.
+
+    The rule: an internationalised domain is fine (it travels as punycode); a non-ASCII part
+    before the @ needs SMTPUTF8 end to end, so it is accepted only when MAIL_SMTPUTF8 says the
+    mail server offers it."""
     if not isinstance(to, str) or not to.strip():
         raise InvalidEmailAddress("An email address is required.")
+    typed = to.strip()
     try:
         # test_environment: accept the reserved .test domain that staging and tests use; an
         # undeliverable address is refused by the mail server and goes dead, visible to admins.
-        validated = validate_email(to.strip(), check_deliverability=False, test_environment=True)
+        validated = validate_email(typed, check_deliverability=False, test_environment=True)
     except EmailNotValidError as error:
-        raise InvalidEmailAddress(f"{to.strip()!r} is not a valid email address: {error}") from None
+        raise InvalidEmailAddress(
+            f"{typed!r} is not a valid email address: {error}",
+            f"Enter a valid email address ({error}).",
+        ) from None
+    if validated.smtputf8 and not _accepts_smtputf8:
+        letters = " ".join(sorted({char for char in validated.local_part if not char.isascii()}))
+        raise InvalidEmailAddress(
+            f"{typed!r} cannot be delivered: it needs SMTPUTF8 and MAIL_SMTPUTF8 is off",
+            f"We cannot send email to an address with {letters} before the @ sign; "
+            "please use another address.",
+        )
     return validated.normalized
 
 
@@ -360,7 +392,8 @@ async def mark_failed(
         .values(
             status=new_status,
             attempts=failed_attempts,
-            last_error=error[:2000],
+            # PostgreSQL text cannot hold NUL, and a server's reply is not ours to trust.
+            last_error=error.replace("\x00", "")[:2000],
             claimed_until=None,
             next_attempt_at=now if dead else now + backoff_delay(failed_attempts),
         )

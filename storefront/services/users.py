@@ -6,13 +6,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from storefront.models import User, Wallet
+from storefront.services.outbox import InvalidEmailAddress, normalise_address
 
 PASSWORD_METHOD = "scrypt"
 # Verified against when the email is unknown, so both answers take the same time.
@@ -97,10 +97,11 @@ def check_email_address(email: str) -> tuple[str, str | None]:
     if len(typed) > EMAIL_MAX_LENGTH:
         return typed, "That email address is too long."
     try:
-        validated = validate_email(typed, check_deliverability=False)
-    except EmailNotValidError as error:
-        return typed, f"Enter a valid email address ({error})."
-    return validated.normalized.lower(), None
+        # The one address rule (outbox.normalise_address): registration refuses what the shop
+        # could not deliver to.
+        return normalise_address(typed).lower(), None
+    except InvalidEmailAddress as error:
+        return typed, error.reason
 
 
 def password_problem(password: str, email: str) -> str | None:

@@ -321,3 +321,48 @@ def test_built_message_is_well_formed_mime():
     assert html_part.get_content().rstrip("\r\n") == "<p>₵ =_outbox</p>"
     assert message["Subject"] == "Ɔdɔ's receipt"
     assert message["Message-ID"] == "<r.1@cyberworld.test>"
+
+
+async def test_smtputf8_server_receives_the_internationalised_address(smtp_server):
+    transport = SmtpTransport("127.0.0.1", smtp_server.port, SENDER)
+    async with transport.batch() as batch:
+        await batch.send(outgoing(to="rénée@exämple.com"))
+        await batch.send(outgoing(to="ama@example.com", reference="outbox.2.abc"))
+    first, second = await smtp_server.wait_for(2)
+    assert first.rcpt_tos == ["rénée@exämple.com"]
+    assert first.message["To"] == "rénée@exämple.com"
+    assert first.text.startswith("Thank you for your order.")
+    assert second.rcpt_tos == ["ama@example.com"]  # the same connection carries on
+
+
+async def test_idn_domain_goes_as_punycode_to_a_server_without_smtputf8(ascii_smtp_server):
+    transport = SmtpTransport("127.0.0.1", ascii_smtp_server.port, SENDER)
+    async with transport.batch() as batch:
+        await batch.send(outgoing(to="ama@exämple.com"))
+    [received] = await ascii_smtp_server.wait_for(1)
+    assert received.rcpt_tos == ["ama@xn--exmple-cua.com"]
+    assert received.message["To"] == "ama@xn--exmple-cua.com"
+
+
+async def test_non_ascii_local_part_without_smtputf8_fails_alone(ascii_smtp_server):
+    transport = SmtpTransport("127.0.0.1", ascii_smtp_server.port, SENDER)
+    async with transport.batch() as batch:
+        with pytest.raises(DeliveryError) as failed:
+            await batch.send(outgoing(to="rénée@example.com"))
+        await batch.send(outgoing(to="ama@example.com"))
+    assert not failed.value.permanent  # the operator may move to a server that offers it
+    assert "SMTPUTF8" in str(failed.value)
+    [received] = await ascii_smtp_server.wait_for(1)
+    assert received.rcpt_tos == ["ama@example.com"]
+
+
+@pytest.mark.parametrize(
+    "address", ["ama@example.com\r\nBcc: victim@example.com", "a@b@example.com", "a <b@c.com>"]
+)
+async def test_an_address_no_server_could_take_is_refused_for_good(smtp_server, address):
+    transport = SmtpTransport("127.0.0.1", smtp_server.port, SENDER)
+    async with transport.batch() as batch:
+        with pytest.raises(DeliveryError) as failed:
+            await batch.send(outgoing(to=address))
+    assert failed.value.permanent
+    assert smtp_server.handler.attempts == 0
