@@ -105,6 +105,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),
         "SQLITE_BUSY_TIMEOUT_MS": _env_int("SQLITE_BUSY_TIMEOUT_MS", 30_000),
         "TRUSTED_PROXY_HOPS": _env_int("TRUSTED_PROXY_HOPS", 0),
+        "DATABASE_TIMEOUT_SECONDS": _env_int("DATABASE_TIMEOUT_SECONDS", 10),
+        "FORM_BODY_TIMEOUT_SECONDS": _env_int("FORM_BODY_TIMEOUT_SECONDS", 10),
         "QUART_AUTH_COOKIE_SAMESITE": "Lax",
         "QUART_AUTH_COOKIE_NAME": "storefront_auth",
         "SESSION_COOKIE_HTTPONLY": True,

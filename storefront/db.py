@@ -1,18 +1,28 @@
-"""Engine and sessions: made in the serving lifespan, one session per request."""
+"""Engine and sessions: made in the serving lifespan, one session per request.
+
+Lock order, SQLite: the writer gate first, then a pooled connection. A request never waits for
+the gate (write_transaction, or the batch writer's queue) while its session holds a pooled
+connection: both end the request's read transaction first. Otherwise about 15 requests that
+loaded the customer and queued for the gate would hold every connection of the pool while the
+writer holding the gate waited for one.
+"""
 
 import asyncio
 import fcntl
+import logging
 import os
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
 from typing import Any, cast
 
-from quart import Quart, current_app, g
-from sqlalchemy import event
+from quart import Quart, current_app, g, has_app_context
+from sqlalchemy import event, inspect, select
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,6 +34,11 @@ WRITE_OPTION = "storefront_write"
 # PostgreSQL: serialization failure, deadlock, lock not available.
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 TRANSIENT_MESSAGES = ("database is locked", "database table is locked", "deadlock detected")
+# PostgreSQL: connection exceptions (class 08), too many connections, shut down or starting up.
+UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+DRIVER_MODULES = ("sqlalchemy.", "asyncpg", "aiosqlite")
+
+log = logging.getLogger(__name__)
 
 
 def is_transient_database_error(error: BaseException) -> bool:
@@ -37,6 +52,36 @@ def is_transient_database_error(error: BaseException) -> bool:
         return True
     text = str(original).lower()
     return any(message in text for message in TRANSIENT_MESSAGES)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (PostgreSQL restarting,
+    pg_terminate_backend, a closed port), or no pooled connection came free in time: the pool
+    replaces broken connections, so the same request a moment later can succeed."""
+    if isinstance(error, PoolTimeoutError):
+        return True
+    if isinstance(error, DBAPIError):
+        sqlstate = str(getattr(error.orig, "sqlstate", None) or "")
+        return (
+            error.connection_invalidated
+            or sqlstate.startswith("08")
+            or sqlstate in UNAVAILABLE_SQLSTATES
+        )
+    # Connecting: asyncpg's socket errors (refused, unreachable, timed out) come through bare.
+    return isinstance(error, OSError) and _raised_in_driver(error.__traceback__)
+
+
+def _raised_in_driver(trace: TracebackType | None) -> bool:
+    while trace is not None:
+        if str(trace.tb_frame.f_globals.get("__name__", "")).startswith(DRIVER_MODULES):
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def is_database_busy(error: BaseException) -> bool:
+    """A failure that is the database's state, not the request: answer 503 with Retry-After."""
+    return is_transient_database_error(error) or is_database_unavailable(error)
 
 
 def is_sqlite(url: str) -> bool:
@@ -148,40 +193,94 @@ def sqlite_writer_gate(bind: object) -> SQLiteWriterGate | None:
     return gate
 
 
+async def release_request_connection(session: AsyncSession | None = None) -> None:
+    """End the read transactions of `session` and of the request's session, handing their pooled
+    connections back (their objects stay loaded: expire_on_commit=False). Call before waiting
+    for the SQLite writer gate: the gate comes first, then a connection."""
+    if session is not None and session.in_transaction():
+        await session.commit()
+    request_session = g.get("db_session") if has_app_context() else None
+    if (
+        request_session is not None
+        and request_session is not session
+        and request_session.in_transaction()
+    ):
+        await request_session.commit()
+
+
 @asynccontextmanager
 async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
     """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back.
 
     A read transaction the request already began (loading the customer) is ended first on
-    SQLite, which must start writers with BEGIN IMMEDIATE; on PostgreSQL (read committed: each
+    SQLite, which must start writers with BEGIN IMMEDIATE, and which must not hold a pooled
+    connection while it waits for the writer gate; on PostgreSQL (read committed: each
     statement sees what is committed) it simply goes on as the write transaction, which saves
     a commit, a connection checkout and a BEGIN. The session keeps its objects either way
     (expire_on_commit=False).
+
+    A write refused by an exception is rolled back, and the objects the rollback expired are
+    loaded again as committed, so the caller can still read them and render its message.
     """
     on_sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
-    if session.in_transaction() and not on_sqlite:
-        try:
-            yield session
-        except BaseException:
-            await session.rollback()
-            raise
-        await session.commit()
-        return
-    if session.in_transaction():
-        await session.commit()
-    gate = sqlite_writer_gate(session.bind)
-    async with AsyncExitStack() as stack:
-        if gate is not None:
-            await stack.enter_async_context(gate.hold())
-        async with session.begin():
-            await session.connection(execution_options={WRITE_OPTION: True})
-            yield session
+    try:
+        if session.in_transaction() and not on_sqlite:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            await session.commit()
+            return
+        await release_request_connection(session)
+        gate = sqlite_writer_gate(session.bind)
+        async with AsyncExitStack() as stack:
+            if gate is not None:
+                await stack.enter_async_context(gate.hold())
+            async with session.begin():
+                await session.connection(execution_options={WRITE_OPTION: True})
+                yield session
+    except Exception as error:
+        if is_refusal(error):
+            await reload_expired(session)
+        raise
+
+
+def is_refusal(error: Exception) -> bool:
+    """The write said no (a rule, a constraint), as opposed to the database failing under it."""
+    if isinstance(error, DBAPIError):
+        return isinstance(error, IntegrityError)
+    return not isinstance(error, (PoolTimeoutError, OSError, sqlite3.Error))
+
+
+async def reload_expired(session: AsyncSession) -> None:
+    """Load again, one query per class, what a rollback expired in the session: templates read
+    attributes synchronously and cannot load them. Best effort: on failure they stay expired."""
+    identities: dict[type[Any], list[Any]] = {}
+    for state in session.sync_session.identity_map.all_states():
+        if state.expired and state.identity is not None and len(state.identity) == 1:
+            identities.setdefault(state.class_, []).append(state.identity[0])
+    try:
+        for model, keys in identities.items():
+            key_column = inspect(model).primary_key[0]
+            await session.execute(select(model).where(key_column.in_(keys)))
+    except Exception:  # the refusal is what the caller must answer; this is only a courtesy
+        log.warning("could not reload objects after a refused write", exc_info=True)
 
 
 @asynccontextmanager
 async def serve_database(app: Quart) -> AsyncIterator[None]:
     """Create the engine for the serving lifetime and dispose of it afterwards."""
-    engine = make_engine(app.config["DATABASE_URL"], app.config["SQLITE_BUSY_TIMEOUT_MS"])
+    url = app.config["DATABASE_URL"]
+    timeout = app.config["DATABASE_TIMEOUT_SECONDS"]
+    # Busy, not stuck: a request waits this long for a pooled (or, on PostgreSQL, a new)
+    # connection, then answers 503 with Retry-After.
+    limits: dict[str, Any] = {"pool_timeout": timeout}
+    if not is_sqlite(url):
+        limits["connect_args"] = {"timeout": timeout}
+    elif ":memory:" in url or url.rstrip("/").endswith(":"):
+        limits = {}  # one static connection, no pool to wait for
+    engine = make_engine(url, app.config["SQLITE_BUSY_TIMEOUT_MS"], **limits)
     app.extensions["db_engine"] = engine
     app.extensions["db_sessionmaker"] = make_sessionmaker(engine)
     try:

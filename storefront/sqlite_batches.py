@@ -7,6 +7,9 @@ Each time it holds the writer gate it takes every write queued in this worker me
 applies them in one hop and one transaction, each in a savepoint: a write that raises changes
 nothing and the others still commit. A write queued while no batch runs starts one at once, so
 a quiet shop waits for nothing.
+
+A caller waits for the writer gate through the queue, so it first hands back the request's
+pooled connection (db.release_request_connection): the gate comes first, then a connection.
 """
 
 import asyncio
@@ -22,7 +25,13 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storefront.db import WRITE_OPTION, configure_sqlite, sqlite_file_path, sqlite_writer_gate
+from storefront.db import (
+    WRITE_OPTION,
+    configure_sqlite,
+    release_request_connection,
+    sqlite_file_path,
+    sqlite_writer_gate,
+)
 
 T = TypeVar("T")
 BatchWrite = Callable[[Connection], T]
@@ -50,6 +59,11 @@ class SQLiteBatchWriter:
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def waiting(self) -> int:
+        """Writes queued for the next batch."""
+        return len(self._queued)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._apply_forever(), name="sqlite-batch-writer")
 
@@ -57,6 +71,7 @@ class SQLiteBatchWriter:
         """Apply `write(connection)` in the next batch's transaction; its result or its error."""
         if self._closing or self._task is None:
             raise RuntimeError("the SQLite batch writer is not running")
+        await release_request_connection()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((write, future))
         self._wakeup.set()
