@@ -1,4 +1,5 @@
-# CyberWorld Storefront: hypercorn (hypercorn.toml) on port 8000, after `storefront db upgrade`.
+# CyberWorld Storefront: `storefront serve` (hypercorn workers per hypercorn.toml, each one
+# restarted when it dies) on port 8000, after `storefront db upgrade` (scripts/boot.sh).
 # Python 3.11 is what the tests run on (Quart 0.23 would need 3.13; pip picks Quart 0.22 here).
 FROM python:3.11-slim
 

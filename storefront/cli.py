@@ -11,6 +11,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal, NoReturn
 
 from alembic import command
@@ -36,6 +37,7 @@ from storefront.services.users import (
     select_user_by_email,
 )
 from storefront.services.wallet import WalletError, credit_wallet
+from storefront.supervisor import DEFAULT_CONFIG_PATH, serve
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -82,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     credit_parser.add_argument("email")
     credit_parser.add_argument("amount", help='in cedis as typed, e.g. "50.00"')
     credit_parser.add_argument("--note", required=True, help="why (kept in the ledger)")
+
+    serve_parser = commands.add_parser(
+        "serve", help="serve the shop with hypercorn workers, starting a new one when one dies"
+    )
+    serve_parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG_PATH, help="hypercorn settings (TOML)"
+    )
     return parser
 
 
@@ -228,6 +237,8 @@ async def _run_then_settle(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `storefront` console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args.config)
     try:
         print(asyncio.run(_run_then_settle(args)))
     except UsageError as error:
