@@ -132,7 +132,7 @@ class _BrokenBatch:
 
     async def send(self, email: OutgoingEmail) -> str:
         if email.to_address == self.broken_address:
-            raise RuntimeError("transport bug")
+            raise RuntimeError("transport bug\x00")  # NUL: PostgreSQL text refuses it
         return await self.smtp_batch.send(email)
 
 
