@@ -77,6 +77,7 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "PAYSTACK_TIMEOUT_SECONDS": _env_int("PAYSTACK_TIMEOUT_SECONDS", 15),
         "PAYSTACK_ABANDON_AFTER_MINUTES": _env_int("PAYSTACK_ABANDON_AFTER_MINUTES", 30),
         "PAYSTACK_RECONCILE_AFTER_MINUTES": _env_int("PAYSTACK_RECONCILE_AFTER_MINUTES", 3),
+        "PAYSTACK_MAX_UNITS_PER_PRODUCT": _env_int("PAYSTACK_MAX_UNITS_PER_PRODUCT", 10),
         "RECONCILER_INTERVAL_SECONDS": _env_int("RECONCILER_INTERVAL_SECONDS", 60),
         "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
         "MAIL_PORT": _env_int("MAIL_PORT", 0),

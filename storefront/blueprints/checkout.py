@@ -14,13 +14,16 @@ from storefront.models import Order, User, utcnow
 from storefront.services.cart import CartTotals, price_cart, select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
+    EmptyCart,
     InsufficientFunds,
     InvalidDelivery,
     ShopBusy,
     place_wallet_order,
     run_write_with_retries,
+    select_order_that_took_cart,
     validate_delivery,
 )
+from storefront.services.orders import ORDER_STATUS_LABELS
 from storefront.services.wallet import select_wallet
 
 blueprint = Blueprint("checkout", __name__)
@@ -51,6 +54,7 @@ async def render_checkout(
     shortfall_minor: int | None = None,
     status: int = 200,
     totals: CartTotals | None = None,
+    taken_by: Order | None = None,
 ) -> Response:
     """The checkout page (or its #checkout section for htmx) with current prices and errors."""
     db_session = get_session()
@@ -69,8 +73,22 @@ async def render_checkout(
         "error": error,
         "field_errors": field_errors or {},
         "shortfall_minor": shortfall_minor,
+        "taken_by": taken_by,
     }
     return await render_page_or_block("checkout/page.html", "checkout", status=status, **context)
+
+
+async def render_cart_taken(customer: User, form: MultiDict[str, str]) -> Response:
+    """A submit that found the cart empty: say which order took it (409), else that it is empty."""
+    order = await select_order_that_took_cart(get_session(), customer.id)
+    if order is None:
+        return await render_checkout(customer, form=form, error=str(EmptyCart()), status=422)
+    if order.status == "pending_payment":
+        message = f"Your order {order.number} is waiting for payment: open it to pay for it."
+    else:
+        status_label = ORDER_STATUS_LABELS.get(order.status, order.status).lower()
+        message = f"Your order {order.number} already took the items in your cart ({status_label})."
+    return await render_checkout(customer, form=form, error=message, taken_by=order, status=409)
 
 
 def parse_shown_total(raw: str | None) -> int | None:
@@ -148,6 +166,8 @@ async def pay_with_wallet() -> Response:
 
     try:
         order = await run_write_with_retries(db_session, place)
+    except EmptyCart:
+        return await render_cart_taken(customer, form)
     except InsufficientFunds as refused:
         return await render_checkout(
             customer,

@@ -1,10 +1,13 @@
 """A customer's orders, one order's page, and the wallet with its ledger."""
 
+from datetime import timedelta
+
 from quart import Blueprint, Response, abort, current_app, request
 
 from storefront.auth import current_customer, login_required
 from storefront.db import get_session
 from storefront.htmx import render_page_or_block
+from storefront.models import utcnow
 from storefront.services.orders import (
     ORDER_STATUS_LABELS,
     select_order_by_number,
@@ -63,6 +66,10 @@ async def order_detail(number: str) -> Response:
     if order is None or (order.user_id != customer.id and not customer.is_admin):
         abort(404)
     lines = await select_order_lines(db_session, order.id)
+    hold_ends = None
+    if order.status == "pending_payment" and order.payment_method == "paystack":
+        hold = timedelta(minutes=int(current_app.config["PAYSTACK_ABANDON_AFTER_MINUTES"]))
+        hold_ends = order.created_at + hold
     return await render_page_or_block(
         "orders/detail.html",
         "order",
@@ -70,6 +77,13 @@ async def order_detail(number: str) -> Response:
         lines=lines,
         status_label=ORDER_STATUS_LABELS.get(order.status, order.status),
         viewing_as_admin=order.user_id != customer.id,
+        hold_ends=hold_ends,
+        can_pay_again=(
+            hold_ends is not None
+            and utcnow() < hold_ends
+            and order.user_id == customer.id
+            and bool(current_app.config.get("PAYSTACK_ENABLED"))
+        ),
     )
 
 

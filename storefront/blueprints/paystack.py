@@ -1,14 +1,17 @@
 """Paying through Paystack: start an order payment or a top-up, and the shopper's return."""
 
 import re
+from datetime import timedelta
 
 from quart import Blueprint, Response, abort, current_app, flash, redirect, request
+from quart_rate_limiter import RateLimit, rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.auth import current_customer, login_required
 from storefront.blueprints.checkout import (
     PAYSTACK_HIDDEN_REASON,
     parse_shown_total,
+    render_cart_taken,
     render_checkout,
 )
 from storefront.cart_badge import show_badge_count
@@ -18,6 +21,7 @@ from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
 from storefront.paystack_serving import paystack_client_for
+from storefront.security import client_address_key
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
@@ -35,9 +39,11 @@ from storefront.services.orders import (
 )
 from storefront.services.payments import (
     PURPOSE_TOPUP,
+    HoldExpired,
     PaymentSettings,
     PaymentState,
     finalize_payment,
+    hold_ends_at,
     initialize_payment,
     insert_order_payment,
     insert_topup_payment,
@@ -50,6 +56,10 @@ blueprint = Blueprint("paystack", __name__)
 MIN_TOPUP_MINOR = 100
 TOPUP_UNAVAILABLE = "Online top-ups are not available: the shop has not set up Paystack yet."
 ORDER_NUMBER = re.compile(re.escape(ORDER_NUMBER_PREFIX) + r"[0-9]{6,12}")
+BUSY_RETRY_AFTER_SECONDS = "5"
+# Each callback asks Paystack to verify: GETs count too. A limited shopper loses nothing, as
+# the webhook and the reconciler settle the payment anyway.
+CALLBACK_LIMITS = [RateLimit(20, timedelta(minutes=1), key_function=client_address_key)]
 
 
 def request_payment_settings() -> PaymentSettings:
@@ -95,11 +105,11 @@ async def init_payment() -> Response:
     db_session.expunge(customer)  # a retried write's rollback must not expire it
     settings = request_payment_settings()
 
-    async def reserve(write_session: AsyncSession) -> tuple[Payment, int]:
+    async def reserve(write_session: AsyncSession) -> Payment:
         cart = await select_cart_for_user(write_session, customer.id)
         if cart is None:
             raise EmptyCart()
-        payment = await reserve_order_payment(
+        return await reserve_order_payment(
             write_session,
             customer,
             cart,
@@ -110,13 +120,14 @@ async def init_payment() -> Response:
             settings,
             expected_total_minor=shown_total_minor,
         )
-        return payment, cart.id
 
     try:
-        payment, cart_id = await run_write_with_retries(db_session, reserve)
+        payment = await run_write_with_retries(db_session, reserve)
+    except EmptyCart:
+        return await render_cart_taken(customer, form)
     except ShopBusy as busy:
         response = await render_checkout(customer, form=form, error=str(busy), status=503)
-        response.headers["Retry-After"] = "5"
+        response.headers["Retry-After"] = BUSY_RETRY_AFTER_SECONDS
         return response
     except CheckoutError as refused:
         return await render_checkout(customer, form=form, error=str(refused), status=422)
@@ -127,9 +138,8 @@ async def init_payment() -> Response:
         customer.email,
         _callback_url(),
         settings,
-        cart_id=cart_id,
     )
-    if outcome.refused:
+    if outcome.refused:  # the order's lines are back in the cart
         return await render_checkout(customer, form=form, error=outcome.message, status=409)
     show_badge_count(0)  # the order holds the items now
     if outcome.authorization_url:
@@ -156,14 +166,21 @@ async def pay_order_again(number: str) -> Response:
         return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
     db_session.expunge(customer)
     db_session.expunge(order)
+    settings = request_payment_settings()
 
     async def attempt(write_session: AsyncSession) -> Payment:
-        return await insert_order_payment(write_session, order, utcnow())
+        return await insert_order_payment(
+            write_session, order, utcnow(), hold=settings.abandon_after
+        )
 
     try:
         payment = await run_write_with_retries(db_session, attempt)
     except ShopBusy as busy:
-        return await _problem(str(busy), 409)
+        response = await _problem(str(busy), 503)
+        response.headers["Retry-After"] = BUSY_RETRY_AFTER_SECONDS
+        return response
+    except HoldExpired as expired:
+        return await _problem(str(expired), 409)
     except OrderStatusChanged:
         return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
     outcome = await initialize_payment(
@@ -172,7 +189,7 @@ async def pay_order_again(number: str) -> Response:
         payment,
         customer.email,
         _callback_url(),
-        request_payment_settings(),
+        settings,
     )
     if outcome.authorization_url:
         return await navigate(outcome.authorization_url)
@@ -189,36 +206,46 @@ async def _problem(message: str, status: int) -> Response:
 
 
 @blueprint.get("/paystack/callback")
+@rate_limit(limits=CALLBACK_LIMITS)
 async def callback() -> Response:
-    """The shopper is back from Paystack: settle the payment (once) and show where it stands."""
+    """The shopper is back from Paystack: settle the payment (once) and show where it stands.
+
+    Only the payment's owner sees its amount, status and order; anyone else holding the
+    reference (a shared link, a logged-out browser) gets the neutral "we are checking" page.
+    """
     reference = request.args.get("reference") or request.args.get("trxref") or ""
     if not REFERENCE_PATTERN.fullmatch(reference) or not _enabled():
         abort(404)
+    settings = request_payment_settings()
     state = await finalize_payment(
-        sessionmaker_for(current_app),
-        paystack_client_for(current_app),
-        reference,
-        request_payment_settings(),
+        sessionmaker_for(current_app), paystack_client_for(current_app), reference, settings
     )
     if state.status == "unknown":
         abort(404)
-    db_session = get_session()
     customer = await current_customer()
-    is_owner = customer is not None and customer.id == state.user_id
-    if state.purpose == PURPOSE_TOPUP and state.status != "pending" and is_owner:
+    if customer is None or customer.id != state.user_id:
+        return await render_page_or_block(
+            "paystack/result.html", "payment", state=None, message=None, neutral=True
+        )
+    if state.purpose == PURPOSE_TOPUP and state.status != "pending":
         await flash(*_topup_flash(state))
         return redirect("/account/wallet", 303)  # type: ignore[return-value]
+    db_session = get_session()
     order = lines = None
-    if is_owner and state.order_number:
+    hold_ends = None
+    if state.order_number:
         order = await select_order_by_number(db_session, state.order_number)
         lines = await select_order_lines(db_session, order.id) if order else None
+        hold_ends = hold_ends_at(order, settings) if order else None
     return await render_page_or_block(
         "paystack/result.html",
         "payment",
         state=state,
         order=order,
         lines=lines,
-        is_owner=is_owner,
+        is_owner=True,
+        can_pay_again=hold_ends is not None and utcnow() < hold_ends,
+        hold_ends=hold_ends,
         message=None,
     )
 
@@ -271,7 +298,9 @@ async def wallet_topup() -> Response:
     try:
         payment = await run_write_with_retries(db_session, attempt)
     except ShopBusy as busy:
-        return await _topup_form(str(busy), raw_amount, 409)
+        response = await _topup_form(str(busy), raw_amount, 503)
+        response.headers["Retry-After"] = BUSY_RETRY_AFTER_SECONDS
+        return response
     outcome = await initialize_payment(
         db_session,
         paystack_client_for(current_app),

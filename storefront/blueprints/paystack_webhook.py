@@ -15,10 +15,10 @@ from storefront.paystack_serving import paystack_client_for
 from storefront.services.checkout import ShopBusy, run_write_with_retries
 from storefront.services.payments import (
     PaymentSettings,
+    credit_success_after_close,
     finalize_payment,
     mark_webhook_processed,
     record_webhook_event,
-    report_success_after_close,
     run_in_new_session,
 )
 
@@ -83,11 +83,14 @@ async def _settle_from_webhook(
     )
     if state.status == "pending":
         return
+    if reported_success and state.status in ("failed", "abandoned"):
+        # Charged after the shop closed the payment: the money goes to the wallet, once.
+        await credit_success_after_close(
+            sessionmaker, paystack_client_for(current_app), reference, settings
+        )
     now: datetime = utcnow()
 
     async def settle(write_session: AsyncSession) -> None:
         await mark_webhook_processed(write_session, "charge.success", reference, now)
-        if reported_success and state.status in ("failed", "abandoned"):
-            await report_success_after_close(write_session, reference, settings)
 
     await run_in_new_session(sessionmaker, settle)

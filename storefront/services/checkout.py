@@ -17,7 +17,7 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from storefront.db import is_transient_database_error, write_transaction
 from storefront.lib.money import format_minor
-from storefront.models import Cart, Order, OrderLine, Product, User
+from storefront.models import Cart, CartItem, Order, OrderLine, Product, User
 from storefront.services.cart import CartLine, clear_cart, select_cart_lines
 from storefront.services.coupons import (
     CouponError,
@@ -101,6 +101,17 @@ class OutOfStock(CheckoutError):
                 "lower the quantity to check out."
             )
         super().__init__(message)
+
+
+class TooManyUnits(CheckoutError):
+    def __init__(self, name: str, cap: int, wanted: int) -> None:
+        self.name = name
+        self.cap = cap
+        super().__init__(
+            f"A card payment holds its items until Paystack confirms it, so one order may hold "
+            f"at most {cap} of {name} (your cart has {wanted}). Lower the quantity, or pay "
+            "from your wallet."
+        )
 
 
 class ProductUnavailable(CheckoutError):
@@ -363,19 +374,92 @@ async def create_order_from_cart(
     *,
     expected_total_minor: int | None = None,
     currency: str = "GHS",
+    max_units_per_product: int | None = None,
 ) -> Order:
-    """Reserve: an order awaiting payment with its lines, stock taken and the coupon used.
+    """Reserve: an order awaiting payment with its lines, stock taken, the coupon used and the
+    cart emptied, all in the caller's transaction (the cart stays locked until it ends).
 
     `cart` None means the user's own cart (found and locked here, one query fewer).
     """
     cleaned = validate_delivery(delivery, phone, address)
     locked = await lock_cart(session, user.id, cart.id if cart is not None else None)
     plan = await _plan(session, user, locked, now, expected_total_minor)
+    if max_units_per_product is not None:
+        for line in plan.lines:
+            if line.quantity > max_units_per_product:
+                raise TooManyUnits(line.name, max_units_per_product, line.quantity)
     reserved = await _insert_order(session, user, plan, payment_method, cleaned, now, currency)
     reserved.order.number = reserved.number
     await session.flush()
+    # The locked cart holds exactly the lines the order took: a second submit of it finds it
+    # empty, and an item added in another tab waits for the lock and stays in the cart.
+    await clear_cart(session, plan.cart_id, now)
     await _take_stock_and_coupon(session, user, plan, reserved.order, now)
     return reserved.order
+
+
+async def select_order_that_took_cart(session: AsyncSession, user_id: int) -> Order | None:
+    """The order a later submit of an empty cart should be sent to, if any.
+
+    The newest order when the cart still carries its stamp (it emptied the cart and nothing
+    changed since), else the customer's order still awaiting payment.
+    """
+    newest = await session.scalar(
+        select(Order).where(Order.user_id == user_id).order_by(Order.id.desc()).limit(1)
+    )
+    if newest is None:
+        return None
+    cart_changed_at = await session.scalar(select(Cart.updated_at).where(Cart.user_id == user_id))
+    if cart_changed_at == newest.created_at or newest.status == "pending_payment":
+        return newest
+    return await session.scalar(
+        select(Order)
+        .where(Order.user_id == user_id, Order.status == "pending_payment")
+        .order_by(Order.id.desc())
+        .limit(1)
+    )
+
+
+async def return_order_lines_to_cart(session: AsyncSession, order_id: int, user_id: int) -> None:
+    """Put a released order's lines back in the customer's cart, within stock, and its coupon
+    if the cart has none: a refused or replaced card payment loses the shopper nothing."""
+    try:
+        cart = await lock_cart(session, user_id)
+    except EmptyCart:  # no cart row at all: nothing to return the lines to
+        return
+    coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
+    if coupon_code and not cart.coupon_code:
+        await session.execute(
+            update(Cart)
+            .where(Cart.id == cart.id)
+            .values(coupon_code=coupon_code)
+            .execution_options(synchronize_session=False)
+        )
+    rows = await session.execute(
+        select(OrderLine.product_id, OrderLine.quantity, Product.stock, CartItem.quantity)
+        .join(Product, Product.id == OrderLine.product_id)
+        .outerjoin(
+            CartItem,
+            (CartItem.cart_id == cart.id) & (CartItem.product_id == OrderLine.product_id),
+        )
+        .where(OrderLine.order_id == order_id, Product.is_active.is_(True))
+        .order_by(OrderLine.product_id)
+    )
+    for product_id, ordered, stock, in_cart in rows:
+        wanted = min((in_cart or 0) + ordered, stock)
+        if wanted <= (in_cart or 0):
+            continue
+        if in_cart:
+            await session.execute(
+                update(CartItem)
+                .where(CartItem.cart_id == cart.id, CartItem.product_id == product_id)
+                .values(quantity=wanted)
+                .execution_options(synchronize_session=False)
+            )
+        else:
+            await session.execute(
+                insert(CartItem).values(cart_id=cart.id, product_id=product_id, quantity=wanted)
+            )
 
 
 def order_url(base_url: str, order: Order) -> str:
@@ -449,7 +533,7 @@ async def place_wallet_order(
         session, order.id, "pending_payment", "paid", now, number=reserved.number
     )
     await queue_order_emails(session, order, reserved.lines, admin_email, base_url)
-    await clear_cart(session, plan.cart_id)
+    await clear_cart(session, plan.cart_id, now)
     await _take_stock_and_coupon(session, user, plan, order, now)
     return order
 

@@ -9,11 +9,12 @@ on status, reference, amount and currency, and only by the caller whose conditio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Result, func, select, update
+from sqlalchemy import CursorResult, Result, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,18 +27,20 @@ from storefront.lib.paystack import (
     VerifiedTransaction,
 )
 from storefront.models import Cart, Order, Payment, User, WebhookEvent, utcnow
-from storefront.services.cart import clear_cart
 from storefront.services.checkout import (
     CheckoutError,
+    EmptyCart,
     ShopBusy,
     create_order_from_cart,
+    lock_cart,
     queue_order_emails,
     release_order_reservation,
+    return_order_lines_to_cart,
     run_write_with_retries,
 )
 from storefront.services.orders import OrderStatusChanged, select_order_lines, transition_order
 from storefront.services.outbox import InvalidEmailAddress, queue_email
-from storefront.services.wallet import DuplicateLedgerEntry, credit_wallet
+from storefront.services.wallet import DuplicateLedgerEntry, WalletError, credit_wallet
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,10 @@ PURPOSE_ORDER = "order"
 PURPOSE_TOPUP = "wallet_topup"
 FAILED_STATUSES = ("failed", "reversed")
 MAX_REASON_LENGTH = 1000
+
+
+class HoldExpired(OrderStatusChanged):
+    """The order's hold on its items is over: no new attempt may start."""
 
 
 class NothingToPay(CheckoutError):
@@ -65,8 +72,9 @@ class PaymentSettings:
     currency: str = "GHS"
     admin_email: str = ""
     base_url: str = ""
-    abandon_after: timedelta = timedelta(minutes=30)
+    abandon_after: timedelta = timedelta(minutes=30)  # an order's hold, from its creation
     reconcile_after: timedelta = timedelta(minutes=3)
+    max_units_per_product: int = 10  # units of one product one pending order may hold
 
 
 def payment_settings(config: Mapping[str, Any], base_url: str | None = None) -> PaymentSettings:
@@ -77,7 +85,13 @@ def payment_settings(config: Mapping[str, Any], base_url: str | None = None) -> 
         base_url=(config.get("PUBLIC_BASE_URL") or base_url or "").rstrip("/"),
         abandon_after=timedelta(minutes=int(config.get("PAYSTACK_ABANDON_AFTER_MINUTES", 30))),
         reconcile_after=timedelta(minutes=int(config.get("PAYSTACK_RECONCILE_AFTER_MINUTES", 3))),
+        max_units_per_product=int(config.get("PAYSTACK_MAX_UNITS_PER_PRODUCT", 10)),
     )
+
+
+def hold_ends_at(order: Order, settings: PaymentSettings) -> datetime:
+    """When a Paystack order's hold on its items ends, however many attempts it had."""
+    return order.created_at + settings.abandon_after
 
 
 @dataclass(frozen=True)
@@ -172,7 +186,8 @@ async def reserve_order_payment(
     settings: PaymentSettings,
     expected_total_minor: int | None = None,
 ) -> Payment:
-    """In the caller's write transaction: the pending order (stock, coupon held) and its attempt."""
+    """In the caller's write transaction: the pending order (stock, coupon held, cart emptied)
+    and its attempt; the customer's older pending Paystack order, if any, is replaced."""
     order = await create_order_from_cart(
         session,
         user,
@@ -184,24 +199,67 @@ async def reserve_order_payment(
         now,
         expected_total_minor=expected_total_minor,
         currency=settings.currency,
+        max_units_per_product=settings.max_units_per_product,
     )
     if order.total_minor <= 0:
         raise NothingToPay()
+    await _replace_pending_orders(session, user.id, order, now)
     return await insert_order_payment(session, order, now)
 
 
-async def insert_order_payment(session: AsyncSession, order: Order, now: datetime) -> Payment:
+async def _replace_pending_orders(
+    session: AsyncSession, user_id: int, new_order: Order, now: datetime
+) -> None:
+    """One pending Paystack order per customer: close the older one's attempts, release its
+    hold and put its lines back in the cart. A charge that still lands on a closed attempt is
+    credited to the wallet (credit_success_after_close)."""
+    older = await session.scalars(
+        select(Order.id).where(
+            Order.user_id == user_id,
+            Order.status == "pending_payment",
+            Order.payment_method == "paystack",
+            Order.id != new_order.id,
+        )
+    )
+    reason = f"Replaced by order {new_order.number}, started later."
+    for order_id in sorted(older):
+        attempts = await session.scalars(
+            select(Payment.id).where(Payment.order_id == order_id, Payment.status == "pending")
+        )
+        for payment_id in sorted(attempts):
+            await _close_payment(session, payment_id, "abandoned", reason, now)
+        status = await session.scalar(
+            select(Order.status).where(Order.id == order_id).with_for_update()
+        )
+        if status == "pending_payment":  # it had no attempt left to close
+            await release_order_reservation(session, order_id, now)
+        await return_order_lines_to_cart(session, order_id, user_id)
+
+
+async def insert_order_payment(
+    session: AsyncSession, order: Order, now: datetime, hold: timedelta | None = None
+) -> Payment:
     """An attempt with a fresh reference for an order awaiting payment (first or a retry).
 
     The order's row is locked and its status checked here, in the write transaction: a last
     attempt closing at the same moment cancels the order under the same lock, so a new attempt
-    is never sent to Paystack for an order whose items went back on the shelf.
+    is never sent to Paystack for an order whose items went back on the shelf. With `hold`, no
+    attempt starts once the order's hold (from its creation) is over.
     """
-    status = await session.scalar(
-        select(Order.status).where(Order.id == order.id).with_for_update()
-    )
-    if status != "pending_payment":
+    found = (
+        await session.execute(
+            select(Order.status, Order.created_at).where(Order.id == order.id).with_for_update()
+        )
+    ).one()
+    if found.status != "pending_payment":
         raise OrderStatusChanged(f"Order {order.number} is no longer awaiting payment.")
+    if hold is not None and now >= found.created_at + hold:
+        minutes = int(hold.total_seconds() // 60)
+        raise HoldExpired(
+            f"Order {order.number} held its items for {minutes} minutes and the time to pay "
+            "for it is up. Its items go back on sale once Paystack confirms nothing was paid; "
+            "add them to your cart again to order them."
+        )
     return await insert_payment(
         session,
         purpose=PURPOSE_ORDER,
@@ -235,13 +293,14 @@ async def initialize_payment(
     email: str,
     callback_url: str,
     settings: PaymentSettings,
-    cart_id: int | None = None,
     now: datetime | None = None,
 ) -> InitializeOutcome:
     """Hand a committed attempt to Paystack and record how it went.
 
-    Accepted: store the authorization URL and empty the cart (the order holds the items now).
-    Refused (4xx): the attempt fails and its reservation is released; the cart stays.
+    Accepted: store the authorization URL, unless the attempt was closed meanwhile (a newer
+    checkout replaced its order): then the shopper is not sent to pay it.
+    Refused (4xx): the attempt fails; if it was the order's last, the order's hold is released
+    and its lines go back into the shopper's cart.
     No answer, 5xx or an unreadable answer: the outcome is unknown, so the attempt stays
     pending for the reconciler; the order keeps its items and can be paid with a new attempt.
     """
@@ -266,7 +325,11 @@ async def initialize_payment(
         reason = f"Paystack refused to start the payment: {error.message}"
 
         async def close(write_session: AsyncSession) -> bool:
-            return await _close_payment(write_session, payment.id, "failed", reason, now)
+            if payment.order_id is not None:
+                await _lock_cart_first(write_session, payment.user_id)
+            return await _close_payment(
+                write_session, payment.id, "failed", reason, now, return_to_cart=True
+            )
 
         await run_write_with_retries(session, close)
         return InitializeOutcome(
@@ -275,12 +338,6 @@ async def initialize_payment(
         )
     except PaystackError as error:
         log.warning("initialize %s: outcome unknown: %s", payment.reference, error)
-
-        async def keep(write_session: AsyncSession) -> None:
-            if cart_id is not None:
-                await clear_cart(write_session, cart_id)
-
-        await run_write_with_retries(session, keep)
         return InitializeOutcome(
             message=(
                 "Paystack did not answer in time, so your payment could not start. "
@@ -288,18 +345,28 @@ async def initialize_payment(
             ),
         )
 
-    async def accept(write_session: AsyncSession) -> None:
-        await write_session.execute(
+    async def accept(write_session: AsyncSession) -> bool:
+        stored = await write_session.execute(
             update(Payment)
-            .where(Payment.id == payment.id)
+            .where(Payment.id == payment.id, Payment.status == "pending")
             .values(authorization_url=initialized.authorization_url[:500], updated_at=now)
             .execution_options(synchronize_session=False)
         )
-        if cart_id is not None:
-            await clear_cart(write_session, cart_id)
+        return _rowcount(stored) == 1
 
-    await run_write_with_retries(session, accept)
+    if not await run_write_with_retries(session, accept):
+        return InitializeOutcome(
+            message="This payment was closed while Paystack was starting it (a newer checkout "
+            "replaced it), so it cannot be paid. Nothing was charged.",
+        )
     return InitializeOutcome(authorization_url=initialized.authorization_url)
+
+
+async def _lock_cart_first(session: AsyncSession, user_id: int) -> None:
+    """Lock the customer's cart before a release that may refill it: cart first, as checkout
+    takes its locks, so the two never wait on each other in opposite orders."""
+    with suppress(EmptyCart):  # no cart row: nothing will be returned to it
+        await lock_cart(session, user_id)
 
 
 async def select_payment_state(session: AsyncSession, reference: str) -> PaymentState:
@@ -336,7 +403,11 @@ class _Decision:
 
 
 def _decide(
-    payment: Payment, verified: VerifiedTransaction, now: datetime, settings: PaymentSettings
+    payment: Payment,
+    verified: VerifiedTransaction,
+    now: datetime,
+    settings: PaymentSettings,
+    hold_ends: datetime,
 ) -> _Decision:
     if verified.status == "success":
         problems = []
@@ -362,7 +433,7 @@ def _decide(
         return _Decision(
             "failed", f"Paystack says the payment {verified.status}: {verified.gateway_response}"
         )
-    if verified.status == "abandoned" and now - payment.created_at >= settings.abandon_after:
+    if verified.status == "abandoned" and now >= hold_ends:
         minutes = int(settings.abandon_after.total_seconds() // 60)
         return _Decision("abandoned", f"Not completed on Paystack within {minutes} minutes.")
     # Fresh transactions say "abandoned" too; ongoing/pending/processing/queued are not final.
@@ -384,6 +455,11 @@ async def finalize_payment(
             return PaymentState(reference=reference, status="unknown")
         if payment.status != "pending":
             return await select_payment_state(session, reference)
+        # An order's attempts all end with the order's hold, however late "Pay again" began.
+        order_created_at = await session.scalar(
+            select(Order.created_at).where(Order.id == payment.order_id)
+        )
+    hold_ends = (order_created_at or payment.created_at) + settings.abandon_after
     # No session (nor pooled connection) is held while Paystack answers.
     verified: VerifiedTransaction | None = None
     problem: PaystackError | None = None
@@ -391,7 +467,7 @@ async def finalize_payment(
         verified = await client.verify(reference)
     except PaystackRefused as error:
         problem = error
-        if error.status_code in (400, 404) and now - payment.created_at >= settings.abandon_after:
+        if error.status_code in (400, 404) and now >= hold_ends:
             decision = _Decision(
                 "abandoned", f"Paystack has no record of this payment ({error.message})."
             )
@@ -401,7 +477,7 @@ async def finalize_payment(
         problem = error
         decision = _Decision("pending")
     else:
-        decision = _decide(payment, verified, now, settings)
+        decision = _decide(payment, verified, now, settings, hold_ends)
 
     async def settle(write_session: AsyncSession) -> bool:
         if decision.status == "success" and verified is not None:
@@ -526,8 +602,11 @@ async def _close_payment(
     reason: str,
     now: datetime,
     verified_payload: dict[str, Any] | None = None,
+    *,
+    return_to_cart: bool = False,
 ) -> bool:
-    """pending → failed/abandoned once; release the order's reservation if no attempt is left."""
+    """pending → failed/abandoned once; release the order's reservation if no attempt is left
+    (and with `return_to_cart`, put its lines back in the customer's cart)."""
     values: dict[str, Any] = {
         "status": status,
         "failure_reason": reason[:MAX_REASON_LENGTH],
@@ -541,7 +620,7 @@ async def _close_payment(
             update(Payment)
             .where(Payment.id == payment_id, Payment.status == "pending")
             .values(**values)
-            .returning(Payment.order_id)
+            .returning(Payment.order_id, Payment.user_id)
             .execution_options(synchronize_session=False)
         )
     ).one_or_none()
@@ -568,11 +647,17 @@ async def _close_payment(
     )
     if not live_attempts:
         await release_order_reservation(session, order_id, now)
+        if return_to_cart:
+            await return_order_lines_to_cart(session, order_id, closed.user_id)
     return True
 
 
 async def _queue_payment_problem(
-    session: AsyncSession, payment_id: int, reason: str, settings: PaymentSettings
+    session: AsyncSession,
+    payment_id: int,
+    reason: str,
+    settings: PaymentSettings,
+    kind: str = "payment_problem",
 ) -> None:
     payment = await session.get(Payment, payment_id, populate_existing=True)
     assert payment is not None
@@ -588,26 +673,89 @@ async def _queue_payment_problem(
             settings.admin_email,
             "payment_problem",
             {"payment": payment, "reason": reason, "order": order},
-            f"payment_problem:{payment.reference}",
+            f"{kind}:{payment.reference}",
         )
     except InvalidEmailAddress as error:
         log.warning("payment %s: problem email not queued: %s", payment.reference, error)
 
 
 async def report_success_after_close(
-    session: AsyncSession, reference: str, settings: PaymentSettings
+    session: AsyncSession,
+    reference: str,
+    settings: PaymentSettings,
+    credited_minor: int | None = None,
 ) -> None:
     """Paystack reports a charge on a payment the shop had closed: the admins must act (once)."""
     payment = await select_payment_by_reference(session, reference)
     if payment is None or payment.status not in ("failed", "abandoned"):
         return
-    await _queue_payment_problem(
-        session,
-        payment.id,
+    closed = (
         f"Paystack reports a successful charge for this payment, which the shop had closed as "
-        f"{payment.status} ({payment.failure_reason}). Refund the shopper or fulfil by hand.",
-        settings,
+        f"{payment.status} ({payment.failure_reason})."
     )
+    if credited_minor is None:
+        action = "Refund the shopper or fulfil by hand."
+    else:
+        action = (
+            f"The shopper's wallet was credited {format_minor(credited_minor, payment.currency)} "
+            f"(a refund entry for {payment.reference}); nothing more is owed to them."
+        )
+    # Its own key: an earlier notice about this payment must not swallow the news of a credit.
+    kind = "payment_problem" if credited_minor is None else "payment_credited"
+    await _queue_payment_problem(session, payment.id, f"{closed} {action}", settings, kind)
+
+
+async def credit_success_after_close(
+    sessionmaker: SessionFactory,
+    client: PaystackClient,
+    reference: str,
+    settings: PaymentSettings,
+) -> bool:
+    """A charge landed on a payment the shop had closed (replaced, refused, past its hold):
+    once Paystack's verify confirms it, credit what was charged to the shopper's wallet, once
+    (ledger kind refund for orders, topup for top-ups; source = the reference), and tell the
+    admins. False when nothing was credited by this call."""
+    async with sessionmaker() as session:
+        payment = await select_payment_by_reference(session, reference)
+    if payment is None or payment.status not in ("failed", "abandoned"):
+        return False
+    verified: VerifiedTransaction | None = None
+    try:
+        verified = await client.verify(reference)
+    except PaystackError as error:
+        log.warning("closed payment %s: could not verify a reported charge: %s", reference, error)
+    confirmed = (
+        verified is not None
+        and verified.status == "success"
+        and verified.reference == reference
+        and verified.currency == payment.currency
+        and is_minor_units(verified.amount_minor)
+        and verified.amount_minor > 0
+    )
+
+    async def settle(write_session: AsyncSession) -> bool:
+        credited_minor = None
+        if confirmed and verified is not None:
+            try:
+                await credit_wallet(
+                    write_session,
+                    payment.user_id,
+                    verified.amount_minor,
+                    kind="topup" if payment.purpose == PURPOSE_TOPUP else "refund",
+                    source_reference=reference,
+                    note=f"Paystack payment {reference} arrived after it was closed",
+                    actor="paystack",
+                )
+                credited_minor = verified.amount_minor
+            except DuplicateLedgerEntry:
+                return False  # another webhook or worker credited it first
+            except WalletError as error:
+                log.error("closed payment %s: wallet not credited: %s", reference, error)
+        await report_success_after_close(write_session, reference, settings, credited_minor)
+        return credited_minor is not None
+
+    async with sessionmaker() as session:
+        return await run_write_with_retries(session, settle)
 
 
 async def record_webhook_event(
@@ -668,26 +816,43 @@ async def reconcile_once(
     now: datetime | None = None,
     batch_size: int = 50,
 ) -> ReconcileReport:
-    """Re-verify pending payments left alone for `reconcile_after`; finalize settles each once.
+    """Re-verify pending payments left alone for `reconcile_after`, and every attempt of an
+    order whose hold just ended; finalize settles each once.
 
     A claim moves `updated_at` to now, so each worker checks a payment at most once per
     `reconcile_after` and several workers never check the same one at the same moment.
     """
     now = now or utcnow()
     stale_before = now - settings.reconcile_after
+    hold_over = Order.created_at <= now - settings.abandon_after
     async with sessionmaker() as session:
-        candidates = (
+        rows = (
             await session.execute(
-                select(Payment.id, Payment.reference, Payment.updated_at)
+                select(Payment.id, Payment.reference, Payment.updated_at, Order.created_at)
+                .outerjoin(Order, Order.id == Payment.order_id)
                 .where(
                     Payment.status == "pending",
-                    Payment.created_at <= stale_before,
-                    Payment.updated_at <= stale_before,
+                    or_(
+                        and_(
+                            Payment.created_at <= stale_before, Payment.updated_at <= stale_before
+                        ),
+                        hold_over,
+                    ),
                 )
                 .order_by(Payment.id)
                 .limit(batch_size)
             )
         ).all()
+    # An order's attempts are checked as soon as its hold ends (then every reconcile_after).
+    candidates = [
+        (payment_id, reference, seen_updated_at)
+        for payment_id, reference, seen_updated_at, order_created_at in rows
+        if seen_updated_at <= stale_before
+        or (
+            order_created_at is not None
+            and seen_updated_at <= order_created_at + settings.abandon_after
+        )
+    ]
     report = ReconcileReport()
     for payment_id, reference, seen_updated_at in candidates:
         if not await _claim_for_check(sessionmaker, payment_id, seen_updated_at, now):

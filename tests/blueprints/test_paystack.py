@@ -119,12 +119,17 @@ async def _follow_paystack_checkout(authorization_url: str, outcome: str = "succ
 
 
 async def _backdate(app, reference: str, minutes: int) -> None:
+    """The payment, and its order if it has one, were made `minutes` ago."""
     async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
         moment = utcnow() - timedelta(minutes=minutes)
-        await db_session.execute(
+        order_id = await db_session.scalar(
             update(Payment)
             .where(Payment.reference == reference)
             .values(created_at=moment, updated_at=moment)
+            .returning(Payment.order_id)
+        )
+        await db_session.execute(
+            update(Order).where(Order.id == order_id).values(created_at=moment)
         )
 
 
@@ -727,8 +732,8 @@ async def test_reconciler_leaves_pending_like_statuses_pending(
     assert await _stock(app, started.product) == 3
 
 
-async def test_a_charge_reported_after_the_payment_was_closed_alerts_the_admin(
-    app, client, fake_paystack, start_order_payment
+async def test_a_charge_reported_after_the_payment_was_closed_goes_to_the_wallet(
+    app, client, fake_paystack, start_order_payment, session
 ):
     started = await start_order_payment()
     reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
@@ -740,7 +745,13 @@ async def test_a_charge_reported_after_the_payment_was_closed_alerts_the_admin(
     await drain_background_tasks(app)
 
     assert (await _order(app, started.order_number)).status == "cancelled"
-    assert await _emails(app) == [("payment_problem", ADMIN_EMAIL)]
+    # The shopper's money is not lost: it is in their wallet, and the admin is told.
+    entries = await session.execute(
+        select(WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.source_reference)
+    )
+    assert [tuple(entry) for entry in entries] == [("refund", 18_000, started.reference)]
+    assert (await wallet_of(session, started.user)).balance_minor == 18_000
+    assert await _emails(app) == [("payment_credited", ADMIN_EMAIL)]
 
 
 @pytest.mark.parametrize(

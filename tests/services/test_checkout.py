@@ -80,8 +80,9 @@ async def test_reservation_takes_stock_and_coupon_but_no_money(
     assert await session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id)) == 1
     assert await _count(session, CouponRedemption, CouponRedemption.order_id == order.id) == 1
     assert await _count(session, OrderLine, OrderLine.order_id == order.id) == 1
-    # The cart stays until payment succeeds; no money moved and nothing was mailed.
-    assert await _count(session, CartItem, CartItem.cart_id == cart.id) == 1
+    # The order took the cart's lines in the same transaction (a second submit finds it
+    # empty); no money moved and nothing was mailed.
+    assert await _count(session, CartItem, CartItem.cart_id == cart.id) == 0
     assert await _count(session, WalletEntry, WalletEntry.kind == "payment") == 0
     assert (await wallet_of(session, user)).balance_minor == 5_000
     assert await _count(session, OutboxEmail) == 0
