@@ -79,24 +79,27 @@ def message_id(email: OutgoingEmail, sender: str) -> str:
 
 
 def smtp_recipient(address: str, *, smtputf8: bool) -> str:
-    """`address` as an SMTP session can carry it: as it is when ASCII or when the server offers
-    SMTPUTF8, else with its domain in IDNA (punycode). DeliveryError when it cannot be sent:
-    permanent for an address no server could take, passing when only SMTPUTF8 is missing."""
+    """`address` as an SMTP session can carry it: an internationalised domain in IDNA (punycode,
+    which every server takes); a non-ASCII part before the @ as it is, which needs a server that
+    offers SMTPUTF8. DeliveryError when it cannot be sent: permanent for an address no server
+    could take, passing when only SMTPUTF8 is missing."""
     if address.count("@") != 1 or _UNSAFE_IN_ADDRESS.search(address):
         raise DeliveryError(f"the address {address!r} cannot be sent", permanent=True)
-    if address.isascii() or smtputf8:
+    if address.isascii():
         return address
     try:
         validated = validate_email(address, check_deliverability=False, test_environment=True)
     except EmailNotValidError as error:
         message = f"the address {address!r} cannot be sent: {error}"
         raise DeliveryError(message, permanent=True) from error
-    if validated.ascii_email is None:
+    if validated.ascii_email is not None:
+        return validated.ascii_email
+    if not smtputf8:
         raise DeliveryError(
             f"the mail server does not offer SMTPUTF8, which {address!r} needs "
             "(its part before the @ is not ASCII)"
         )
-    return validated.ascii_email
+    return address
 
 
 def _quoted_printable(body: str) -> bytes:

@@ -333,6 +333,10 @@ async def test_smtputf8_server_receives_the_internationalised_address(smtp_serve
     assert first.message["To"] == "rénée@exämple.com"
     assert first.text.startswith("Thank you for your order.")
     assert second.rcpt_tos == ["ama@example.com"]  # the same connection carries on
+    async with transport.batch() as batch:
+        await batch.send(outgoing(to="ama@exämple.com"))
+    [*_, third] = await smtp_server.wait_for(3)
+    assert third.rcpt_tos == ["ama@xn--exmple-cua.com"]  # no SMTPUTF8 needed: punycode
 
 
 async def test_idn_domain_goes_as_punycode_to_a_server_without_smtputf8(ascii_smtp_server):
