@@ -11,7 +11,7 @@ import secrets
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email.header import Header
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from typing import Any, Protocol
@@ -329,6 +329,9 @@ class SendGridBatch:
         self.client = client
 
     async def send(self, email: OutgoingEmail) -> str:
+        # The same address hygiene as SMTP; whether SendGrid takes a non-ASCII part before the @
+        # is its own answer (a 400 makes the email dead, with SendGrid's reason).
+        email = replace(email, to_address=smtp_recipient(email.to_address, smtputf8=True))
         try:
             response = await self.client.post(
                 "/v3/mail/send", json=self.transport.request_body(email)

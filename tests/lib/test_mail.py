@@ -193,6 +193,20 @@ async def test_sendgrid_request_body(fake_sendgrid):
     }
 
 
+async def test_sendgrid_gets_an_idn_domain_as_punycode_and_never_an_unsafe_address(
+    fake_sendgrid,
+):
+    transport = SendGridTransport("SG.test-key", SENDER, base_url=fake_sendgrid.base_url)
+    async with transport.batch() as batch:
+        await batch.send(outgoing(to="ama@exämple.com"))
+        await batch.send(outgoing(to="rénée@example.com"))
+        with pytest.raises(DeliveryError) as failed:
+            await batch.send(outgoing(to="ama@example.com\r\nBcc: victim@example.com"))
+    assert failed.value.permanent
+    recipients = [request.body["personalizations"][0]["to"] for request in fake_sendgrid.requests]
+    assert recipients == [[{"email": "ama@xn--exmple-cua.com"}], [{"email": "rénée@example.com"}]]
+
+
 @pytest.mark.parametrize(("status", "permanent"), [(400, True), (401, False), (503, False)])
 async def test_sendgrid_errors_are_classified(fake_sendgrid, status, permanent):
     fake_sendgrid.status = status
