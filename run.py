@@ -1,4 +1,4 @@
-"""The ASGI app for hypercorn (`hypercorn --config hypercorn.toml run:app`).
+"""The ASGI app that `storefront serve` runs in each hypercorn worker (docs/OPERATIONS.md).
 
 `python run.py` serves it locally on http://127.0.0.1:5000. An unsafe configuration (for example
 production without a strong SECRET_KEY) stops the process with a one-line message naming the
