@@ -7,11 +7,12 @@ from sqlalchemy import func, select
 
 from storefront import create_app
 from storefront.db import sessionmaker_for, write_transaction
-from storefront.models import OutboxEmail, User
+from storefront.models import Order, OutboxEmail, User
 from storefront.services import users as users_service
 from storefront.services.outbox import InvalidEmailAddress, compose_email, queue_email
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_accounts import post_form, register
+from tests.fixtures_checkout import checkout_form
 from tests.fixtures_mail import smtp_config, wait_until
 from tests.live import app_test_config, create_tables
 
@@ -91,3 +92,23 @@ async def test_with_mail_smtputf8_the_address_registers_and_its_email_arrives(
     # The setting lives while its app serves; the default (off) is back afterwards.
     with pytest.raises(InvalidEmailAddress):
         compose_email("rénée@example.com", "test_email", {"sent_by": "x"}, "key")
+
+
+@pytest.mark.both_databases
+async def test_an_older_account_the_rule_now_refuses_still_pays_and_the_admin_hears_of_it(
+    app, make_user, make_product, fill_cart, shopper_client
+):
+    # Registered before the rule: checkout must not fail on the address, only skip its email.
+    user = await make_user(email="rénée@example.com", balance_minor=100_000)
+    product = await make_product(price_minor=10_000)
+    await fill_cart(user, [(product, 1)])
+    client = await shopper_client(user)
+
+    response = await client.post("/pay/wallet", form=checkout_form())
+
+    assert response.status_code == 303
+    async with sessionmaker_for(app)() as session:
+        order = await session.scalar(select(Order).where(Order.user_id == user.id))
+        keys = list(await session.scalars(select(OutboxEmail.dedupe_key)))
+    assert order is not None and order.status == "paid"
+    assert keys == [f"admin_new_order:{order.number}"]
