@@ -57,6 +57,7 @@ from storefront.models import (  # noqa: E402
     CartItem,
     Coupon,
     CouponRedemption,
+    Login,
     Order,
     OrderLine,
     OutboxEmail,
@@ -66,6 +67,7 @@ from storefront.models import (  # noqa: E402
     WalletEntry,
     utcnow,
 )
+from storefront.services.users import login_token_hash  # noqa: E402
 
 PG_SERVER_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
@@ -85,7 +87,7 @@ ADDRESS = "12 Oxford Street, Osu, Accra"
 class Shopper:
     user_id: int
     email: str
-    auth_token: str
+    login_token: str
     expected_total_minor: int
 
 
@@ -248,17 +250,22 @@ async def seed(url: str, checkouts: int) -> list[Shopper]:
                     "phone": "",
                     "role": "customer",
                     "is_active": True,
-                    "auth_token": secrets.token_urlsafe(32),
                     "created_at": now,
                 }
                 for number in numbers
             ]
             rows = (
-                await connection.execute(
-                    insert(User).returning(User.id, User.email, User.auth_token), users
-                )
+                await connection.execute(insert(User).returning(User.id, User.email), users)
             ).all()
             user_ids = [row.id for row in rows]
+            login_tokens = [secrets.token_urlsafe(32) for _ in user_ids]
+            await connection.execute(
+                insert(Login),
+                [
+                    {"user_id": user_id, "token_hash": login_token_hash(token), "created_at": now}
+                    for user_id, token in zip(user_ids, login_tokens, strict=True)
+                ],
+            )
             wallet_rows = (
                 await connection.execute(
                     insert(Wallet).returning(Wallet.id, Wallet.user_id),
@@ -306,7 +313,7 @@ async def seed(url: str, checkouts: int) -> list[Shopper]:
             ).all()
             cart_of = {row.user_id: row.id for row in cart_rows}
             items = []
-            for number, row in zip(numbers, rows, strict=True):
+            for number, row, login_token in zip(numbers, rows, login_tokens, strict=True):
                 first = product_ids[number % PRODUCTS]
                 second = product_ids[(number * 7 + 3) % PRODUCTS]
                 lines = {first: 1} if first == second else {first: 1, second: 2}
@@ -316,7 +323,7 @@ async def seed(url: str, checkouts: int) -> list[Shopper]:
                     {"cart_id": cart_of[row.id], "product_id": product, "quantity": qty}
                     for product, qty in lines.items()
                 ]
-                shoppers.append(Shopper(row.id, row.email, row.auth_token, subtotal - discount))
+                shoppers.append(Shopper(row.id, row.email, login_token, subtotal - discount))
             await connection.execute(insert(CartItem), items)
     await engine.dispose()
     return shoppers
@@ -588,7 +595,7 @@ async def _drive_http(
             while not pending.empty():
                 shopper = pending.get_nowait()
                 client.cookies.clear()
-                client.cookies.set("storefront_auth", auth_cookie(shopper.auth_token))
+                client.cookies.set("storefront_auth", auth_cookie(shopper.login_token))
                 page = await client.get("/checkout")
                 if 'name="total_minor"' not in page.text:
                     raise SystemExit(f"checkout page not shown: HTTP {page.status_code}")

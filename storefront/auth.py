@@ -1,4 +1,5 @@
-"""The signed-in customer, resolved from quart-auth's opaque token, and the access decorators."""
+"""The signed-in customer, resolved from the login token in quart-auth's cookie, and the access
+decorators."""
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -7,25 +8,23 @@ from urllib.parse import quote
 
 from quart import abort, g, request
 from quart_auth import current_user
-from sqlalchemy import select
 
 from storefront.db import get_session
 from storefront.htmx import navigate
 from storefront.models import User
+from storefront.services.users import select_user_for_login
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
 async def current_customer() -> User | None:
-    """The active user whose auth token is in the cookie, loaded once per request."""
+    """The active user whose live login is in the cookie, loaded once per request."""
     if "customer" not in g:
-        auth_token = current_user.auth_id
+        login_token = current_user.auth_id
         customer = None
-        if auth_token:
-            customer = await get_session().scalar(
-                select(User).where(User.auth_token == auth_token, User.is_active.is_(True))
-            )
+        if login_token:
+            customer = await select_user_for_login(get_session(), login_token)
         g.customer = customer
     return g.customer
 

@@ -8,4 +8,8 @@ from quart_auth import QuartAuth
 
 def init_auth(app: Quart) -> QuartAuth:
     """quart-auth for this app, reading its QUART_AUTH_* settings."""
-    return QuartAuth(app)
+    auth = QuartAuth(app)
+    # How long a login cookie is accepted (quart-auth's default unless set): logins older than
+    # this are dropped when their user next logs in.
+    app.config["QUART_AUTH_DURATION"] = auth.duration
+    return auth

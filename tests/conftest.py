@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront import create_app
 from storefront.db import sessionmaker_for, write_transaction
-from storefront.models import User, Wallet
-from storefront.services.users import insert_user
+from storefront.models import User, Wallet, utcnow
+from storefront.services.users import insert_login, insert_user
 from tests.live import app_test_config, create_tables
 
 pytest_plugins = [
@@ -151,6 +151,8 @@ def _make_user(app: Quart) -> Callable[..., Awaitable[User]]:
                 name=name,
                 role=role,
             )
+            # The token sign_in puts in the login cookie (the table keeps only its hash).
+            user.login_token = await insert_login(db_session, user.id, utcnow())
             if balance_minor:
                 await wallet_service.credit_wallet(
                     db_session,
@@ -167,11 +169,11 @@ def _make_user(app: Quart) -> Callable[..., Awaitable[User]]:
 
 
 def sign_in(client: QuartClient, user: User) -> None:
-    """Give the client quart-auth's cookie for the user's opaque auth token."""
+    """Give the client quart-auth's login cookie for the login make_user started."""
     client.set_cookie(
         "localhost",
         client.app.config["QUART_AUTH_COOKIE_NAME"],
-        generate_auth_token(client, user.auth_token),
+        generate_auth_token(client, user.login_token),
         path="/",
         domain="localhost",
     )

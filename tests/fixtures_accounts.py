@@ -2,6 +2,7 @@
 pre-seeded CSRF token, reset-link parsing, and a live hypercorn server with Chromium for the
 browser journey."""
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -46,6 +47,12 @@ async def login(client: QuartClient, email: str, password: str, **extra: str) ->
 
 async def logout(client: QuartClient) -> Any:
     return await post_form(client, "/logout", {})
+
+
+async def background_work_done(app: Quart) -> None:
+    """Wait for the app's background tasks (the reset email is queued after the answer)."""
+    while app.background_tasks:
+        await asyncio.gather(*app.background_tasks)
 
 
 async def reseed_csrf(client: QuartClient) -> None:

@@ -2,10 +2,11 @@
 
 import asyncio
 import time
+from datetime import timedelta
 from typing import Any
 
-from quart import Blueprint, Response, current_app, flash, g, request, session, url_for
-from quart_auth import AuthUser, login_user, logout_user
+from quart import Blueprint, Response, current_app, flash, g, request, session
+from quart_auth import AuthUser, current_user, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,7 +15,7 @@ from storefront.cart_badge import show_badge_count
 from storefront.csrf import rotate_csrf_token
 from storefront.db import get_session, write_transaction
 from storefront.htmx import navigate, render_page_or_block, safe_next_path
-from storefront.models import User
+from storefront.models import User, utcnow
 from storefront.services.cart import count_cart_items, merge_guest_cart
 from storefront.services.outbox import queue_email
 from storefront.services.users import (
@@ -25,8 +26,11 @@ from storefront.services.users import (
     check_email_address,
     check_new_password,
     check_registration,
+    delete_login,
+    delete_logins_of_user,
     email_is_taken,
     hash_password,
+    insert_login,
     insert_user,
     make_password_reset_token,
     password_fingerprint,
@@ -64,9 +68,15 @@ async def _carry_cart_over(db_session: AsyncSession, user_id: int) -> tuple[str 
     return cart.token, await count_cart_items(db_session, cart.id)
 
 
-def _start_session(auth_token: str, cart_token: str | None, cart_count: int) -> None:
-    """Log in with the opaque auth token, point the session at the cart, rotate the CSRF token."""
-    login_user(AuthUser(auth_token), remember=True)
+async def _insert_login(db_session: AsyncSession, user_id: int) -> str:
+    """A new login for the user (caller's transaction): the token for the login cookie."""
+    cookie_lifetime = timedelta(seconds=current_app.config["QUART_AUTH_DURATION"])
+    return await insert_login(db_session, user_id, utcnow() - cookie_lifetime)
+
+
+def _start_session(login_token: str, cart_token: str | None, cart_count: int) -> None:
+    """Log in with the login's token, point the session at the cart, rotate the CSRF token."""
+    login_user(AuthUser(login_token), remember=True)
     g.pop("customer", None)
     if cart_token:
         session["cart_token"] = cart_token
@@ -106,6 +116,7 @@ async def register() -> Response:
             if await email_is_taken(db_session, email):
                 raise EmailTaken()
             user = await insert_user(db_session, email, password_hash, name=name)
+            login_token = await _insert_login(db_session, user.id)
             cart_token, cart_count = await _carry_cart_over(db_session, user.id)
     except (EmailTaken, IntegrityError):
         return await _render_form(
@@ -115,7 +126,7 @@ async def register() -> Response:
             values=values,
             next_path=next_path,
         )
-    _start_session(user.auth_token, cart_token, cart_count)
+    _start_session(login_token, cart_token, cart_count)
     await flash(f"Welcome, {user.name}. Your account is ready.", "ok")
     return await navigate(next_path or "/account")
 
@@ -151,29 +162,55 @@ async def login() -> Response:
             next_path=next_path,
         )
     async with write_transaction(db_session):
+        login_token = await _insert_login(db_session, account.id)
         cart_token, cart_count = await _carry_cart_over(db_session, account.id)
-    _start_session(account.auth_token, cart_token, cart_count)
+    _start_session(login_token, cart_token, cart_count)
     return await navigate(next_path or "/account")
+
+
+def _end_session() -> None:
+    """Forget the login in this browser: auth cookie, cart pointer and CSRF token all go."""
+    logout_user()
+    g.pop("customer", None)
+    session.clear()
+    show_badge_count(0)
+    rotate_csrf_token()
 
 
 @blueprint.post("/logout")
 async def logout() -> Response:
-    """End the session: auth cookie, cart pointer and CSRF token all go."""
-    logout_user()
-    session.clear()
-    show_badge_count(0)
-    rotate_csrf_token()
+    """End this login, in this browser and wherever its cookie was copied."""
+    login_token = current_user.auth_id
+    if login_token:
+        db_session = get_session()
+        async with write_transaction(db_session):
+            await delete_login(db_session, login_token)
+    _end_session()
     await flash("You have logged out.", "ok")
     return await navigate("/")
+
+
+@blueprint.post("/account/logout-everywhere")
+@login_required
+async def logout_everywhere() -> Response:
+    """End every login of this account, on every device, this one included."""
+    customer = await current_customer()
+    assert customer is not None
+    db_session = get_session()
+    async with write_transaction(db_session):
+        await delete_logins_of_user(db_session, customer.id)
+    _end_session()
+    await flash("You have logged out on every device.", "ok")
+    return await navigate("/login")
 
 
 def _secret_key() -> str:
     return str(current_app.config["SECRET_KEY"])
 
 
-def _reset_url(token: str) -> str:
-    base_url = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
-    return base_url.rstrip("/") + url_for("account.reset_password_form", token=token)
+def _reset_url_base() -> str:
+    """Where emailed reset links point: PUBLIC_BASE_URL, else the host the form was sent to."""
+    return (current_app.config.get("PUBLIC_BASE_URL") or request.host_url).rstrip("/")
 
 
 @blueprint.get("/password/forgot")
@@ -184,33 +221,39 @@ async def forgot_password_form() -> Response:
 
 @blueprint.post("/password/forgot")
 async def forgot_password() -> Response:
-    """Queue a reset link when the account exists; the answer is the same either way."""
+    """Answer at once, the same for every address; a reset link is queued afterwards when the
+    account exists, so the response time does not tell which addresses have accounts."""
     form = await request.form
     email, email_error = check_email_address(form.get("email", ""))
     if email_error:
         return await _render_form(
             "account/forgot.html", 422, errors={"email": email_error}, email=email, sent=False
         )
+    current_app.add_background_task(queue_password_reset_email, email, _reset_url_base())
+    return await _render_form("account/forgot.html", email=email, sent=True)
+
+
+async def queue_password_reset_email(email: str, reset_url_base: str) -> None:
+    """Queue a reset link for an active account (a background task: its own session)."""
     db_session = get_session()
-    # Both branches take the write lock, so timing says little about whether the account exists.
     async with write_transaction(db_session):
         user = await select_user_by_email(db_session, email)
-        if user is not None and user.is_active:
-            now = int(time.time())
-            token = make_password_reset_token(_secret_key(), user, now)
-            window = now // RESET_EMAIL_WINDOW_SECONDS
-            await queue_email(
-                db_session,
-                user.email,
-                "password_reset",
-                {
-                    "user": user,
-                    "reset_url": _reset_url(token),
-                    "expires_minutes": RESET_TOKEN_MAX_AGE_SECONDS // 60,
-                },
-                dedupe_key=f"password_reset:{user.id}:{password_fingerprint(user)[:16]}:{window}",
-            )
-    return await _render_form("account/forgot.html", email=email, sent=True)
+        if user is None or not user.is_active:
+            return
+        now = int(time.time())
+        token = make_password_reset_token(_secret_key(), user, now)
+        window = now // RESET_EMAIL_WINDOW_SECONDS
+        await queue_email(
+            db_session,
+            user.email,
+            "password_reset",
+            {
+                "user": user,
+                "reset_url": f"{reset_url_base}/password/reset/{token}",
+                "expires_minutes": RESET_TOKEN_MAX_AGE_SECONDS // 60,
+            },
+            dedupe_key=f"password_reset:{user.id}:{password_fingerprint(user)[:16]}:{window}",
+        )
 
 
 async def _render_reset_problem(problem: ResetTokenError) -> Response:
@@ -245,14 +288,14 @@ async def reset_password(token: str) -> Response:
     if errors:
         return await _render_form("account/reset.html", 422, errors=errors.messages, token=token)
     password_hash = await asyncio.to_thread(hash_password, password)
-    cart_token, cart_count = None, 0
+    login_token, cart_token, cart_count = None, None, 0
     async with write_transaction(db_session):
-        auth_token = await update_password(db_session, user, password_hash)
-        if auth_token is not None:
+        if await update_password(db_session, user, password_hash):
+            login_token = await _insert_login(db_session, user.id)
             cart_token, cart_count = await _carry_cart_over(db_session, user.id)
-    if auth_token is None:
+    if login_token is None:
         return await _render_reset_problem(ResetTokenUsed())
-    _start_session(auth_token, cart_token, cart_count)
+    _start_session(login_token, cart_token, cart_count)
     await flash("Your password has been changed. Other devices have been logged out.", "ok")
     return await navigate("/account")
 

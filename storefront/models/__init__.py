@@ -7,7 +7,7 @@ from storefront.models.coupon import Coupon, CouponRedemption
 from storefront.models.order import Order, OrderLine
 from storefront.models.outbox import OutboxEmail
 from storefront.models.payment import Payment, WebhookEvent
-from storefront.models.user import User, Wallet, WalletEntry
+from storefront.models.user import Login, User, Wallet, WalletEntry
 
 __all__ = [
     "Base",
@@ -17,6 +17,7 @@ __all__ = [
     "Category",
     "Coupon",
     "CouponRedemption",
+    "Login",
     "Order",
     "OrderLine",
     "OutboxEmail",

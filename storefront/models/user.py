@@ -32,12 +32,23 @@ class User(Base):
     phone: Mapped[str] = mapped_column(String(32), default="")
     role: Mapped[str] = mapped_column(String(16), default="customer")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    auth_token: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+class Login(Base):
+    """One signed-in browser: its login cookie carries a random token, this row its SHA-256.
+    Logging out deletes the row, so a copy of the cookie stops working too."""
+
+    __tablename__ = "logins"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Wallet(Base):

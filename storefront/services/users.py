@@ -4,14 +4,15 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
-from sqlalchemy import select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from storefront.models import User, Wallet
+from storefront.models import Login, User, Wallet
 from storefront.services.outbox import InvalidEmailAddress, normalise_address
 
 PASSWORD_METHOD = "scrypt"
@@ -40,8 +41,41 @@ RESET_TOKEN_MAX_AGE_SECONDS = 60 * 60
 RESET_TOKEN_SALT = "storefront.password-reset"
 
 
-def new_auth_token() -> str:
-    return secrets.token_urlsafe(32)
+def login_token_hash(login_token: str) -> str:
+    """What the logins table keeps: a leaked table cannot be replayed as cookies."""
+    return hashlib.sha256(login_token.encode()).hexdigest()
+
+
+async def insert_login(session: AsyncSession, user_id: int, expired_before: datetime) -> str:
+    """Start a login for the user (dropping their logins older than `expired_before`, whose
+    cookies quart-auth no longer accepts); the token for the login cookie."""
+    await session.execute(
+        delete(Login).where(Login.user_id == user_id, Login.created_at < expired_before)
+    )
+    login_token = secrets.token_urlsafe(32)
+    await session.execute(
+        insert(Login).values(user_id=user_id, token_hash=login_token_hash(login_token))
+    )
+    return login_token
+
+
+async def delete_login(session: AsyncSession, login_token: str) -> None:
+    """End one login, wherever its cookie was copied."""
+    await session.execute(delete(Login).where(Login.token_hash == login_token_hash(login_token)))
+
+
+async def delete_logins_of_user(session: AsyncSession, user_id: int) -> None:
+    """End every login of the user, on every device."""
+    await session.execute(delete(Login).where(Login.user_id == user_id))
+
+
+async def select_user_for_login(session: AsyncSession, login_token: str) -> User | None:
+    """The active user a live login token belongs to: one indexed join."""
+    return await session.scalar(
+        select(User)
+        .join(Login, Login.user_id == User.id)
+        .where(Login.token_hash == login_token_hash(login_token), User.is_active.is_(True))
+    )
 
 
 def normalise_email(email: str) -> str:
@@ -67,7 +101,6 @@ async def insert_user(
         name=name,
         role=role,
         phone=phone,
-        auth_token=new_auth_token(),
     )
     session.add(user)
     await session.flush()
@@ -203,8 +236,9 @@ def _reset_serializer(secret_key: str, now: int) -> URLSafeTimedSerializer:
 
 
 def password_fingerprint(user: User) -> str:
-    """Changes whenever the password or auth token does, which kills every older reset link."""
-    material = f"{user.id}:{user.password_hash}:{user.auth_token}".encode()
+    """Changes whenever the password does (a new salt each time), which kills every older
+    reset link."""
+    material = f"{user.id}:{user.password_hash}".encode()
     return hashlib.sha256(material).hexdigest()[:32]
 
 
@@ -240,18 +274,16 @@ async def select_user_for_reset_token(
     return user
 
 
-async def update_password(session: AsyncSession, user: User, new_password_hash: str) -> str | None:
-    """Set a new password and rotate the auth token (ending every other session), only if both
-    are still what the caller read; the new auth token, or None when someone changed them first."""
-    new_token = new_auth_token()
+async def update_password(session: AsyncSession, user: User, new_password_hash: str) -> bool:
+    """Set a new password and end every login of the user, only if the password is still the
+    one the caller read; False when someone changed it first."""
     updated_id = await session.scalar(
         update(User)
-        .where(
-            User.id == user.id,
-            User.password_hash == user.password_hash,
-            User.auth_token == user.auth_token,
-        )
-        .values(password_hash=new_password_hash, auth_token=new_token)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=new_password_hash)
         .returning(User.id)
     )
-    return new_token if updated_id is not None else None
+    if updated_id is None:
+        return False
+    await delete_logins_of_user(session, user.id)
+    return True

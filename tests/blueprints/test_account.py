@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from storefront.blueprints.account import EMAIL_TAKEN, LOGIN_FAILED
 from storefront.db import sessionmaker_for, write_transaction
 from storefront.htmx import safe_next_path
-from storefront.models import Cart, CartItem, User, Wallet
+from storefront.models import Cart, CartItem, Login, User, Wallet
 from storefront.services import users as users_service
 from storefront.services.cart import insert_cart
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
@@ -265,7 +265,7 @@ async def test_logout_ends_the_auth_cookie_and_drops_the_cart(client, make_user,
     async with client.session_transaction() as session:
         assert "cart_token" not in session
     assert badge_cookie(client) == 0
-    assert user.auth_token  # the token stays valid for other devices until a password change
+    assert user.login_token  # make_user's own login (another device) is not this one
 
 
 async def test_login_merges_the_guest_cart(client, app, make_user, make_product, session):
@@ -373,3 +373,82 @@ async def test_racing_registrations_for_one_email_make_one_account(app, session)
     )
     await session.commit()
     assert wallets == 1
+
+
+def copy_login_cookie(app, source, target) -> str:
+    """Give `target` the login cookie `source` holds, as a thief with a copy of it would."""
+    cookie_name = app.config["QUART_AUTH_COOKIE_NAME"]
+    value = next(c.value for c in source.cookie_jar if c.name == cookie_name and c.value)
+    target.set_cookie("localhost", cookie_name, value, path="/", domain="localhost")
+    return value
+
+
+async def logins_of(session, user_id: int) -> int:
+    total = await session.scalar(select(func.count(Login.id)).where(Login.user_id == user_id))
+    await session.commit()
+    return total
+
+
+@pytest.mark.both_databases
+async def test_logout_ends_the_login_everywhere_it_was_copied(
+    app, client, session, make_user, sign_in
+):
+    user = await make_user(email="victim@example.com")
+    other_device = app.test_client()
+    sign_in(other_device, user)
+    assert (await login(client, "victim@example.com", TEST_PASSWORD)).status_code == 303
+    thief = app.test_client()
+    copy_login_cookie(app, client, thief)
+    assert (await thief.get("/account")).status_code == 200
+    assert await logins_of(session, user.id) == 2
+
+    await reseed_csrf(client)
+    assert (await logout(client)).status_code == 303
+
+    response = await thief.get("/account")
+    assert response.status_code == 303
+    assert response.headers["Location"].startswith("/login")
+    assert (await other_device.get("/account")).status_code == 200  # only that login ended
+    assert await logins_of(session, user.id) == 1
+
+
+@pytest.mark.both_databases
+async def test_log_out_everywhere_ends_every_login_of_the_account(
+    app, client, session, make_user, sign_in
+):
+    user = await make_user(email="everywhere@example.com")
+    bystander = await make_user(email="bystander@example.com")
+    phone, laptop, bystander_client = app.test_client(), app.test_client(), app.test_client()
+    sign_in(phone, user)
+    sign_in(bystander_client, bystander)
+    assert (await login(client, "everywhere@example.com", TEST_PASSWORD)).status_code == 303
+    copy_login_cookie(app, client, laptop)
+    page = await client.get("/account")
+    assert 'action="/account/logout-everywhere"' in await page.get_data(as_text=True)
+    await reseed_csrf(client)
+
+    assert (await client.post("/account/logout-everywhere", form={})).status_code == 403
+    response = await post_form(client, "/account/logout-everywhere", {}, **HTMX)
+    assert response.status_code == 204
+    assert response.headers["HX-Redirect"] == "/login"
+
+    for device in (client, phone, laptop):
+        assert (await device.get("/account")).status_code == 303
+    assert (await bystander_client.get("/account")).status_code == 200
+    assert await logins_of(session, user.id) == 0
+    assert await logins_of(session, bystander.id) == 1
+
+
+async def test_login_cookies_from_before_logins_stop_working(app, client, make_user):
+    # The cookie once carried the account's auth token; a token with no login row is nobody.
+    await make_user(email="old.cookie@example.com")
+    from quart_auth import generate_auth_token
+
+    client.set_cookie(
+        "localhost",
+        app.config["QUART_AUTH_COOKIE_NAME"],
+        generate_auth_token(client, "an-old-auth-token-with-no-login-row"),
+        path="/",
+        domain="localhost",
+    )
+    assert (await client.get("/account")).status_code == 303
