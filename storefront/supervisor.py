@@ -84,7 +84,7 @@ def run_worker(
     # Ctrl-C reaches the whole process group; the supervisor decides how the workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(
-        target=_stop_when_orphaned, args=(supervisor_pid, shutdown_event), daemon=True
+        target=stop_when_orphaned, args=(supervisor_pid, shutdown_event), daemon=True
     ).start()
     if config.worker_class == "uvloop":
         from hypercorn.asyncio.run import uvloop_worker
@@ -96,8 +96,8 @@ def run_worker(
         asyncio_worker(config, sockets, shutdown_event)
 
 
-def _stop_when_orphaned(supervisor_pid: int, shutdown_event: Event) -> None:
-    # A supervisor killed outright cannot stop its workers: they stop themselves.
+def stop_when_orphaned(supervisor_pid: int, shutdown_event: Event) -> None:
+    """Stop the workers once their supervisor is gone: killed outright, it cannot stop them."""
     while os.getppid() == supervisor_pid:
         time.sleep(ORPHAN_CHECK_SECONDS)
     shutdown_event.set()
@@ -259,5 +259,6 @@ def serve(config_path: Path = DEFAULT_CONFIG_PATH) -> int:
     try:
         return supervisor.run()
     finally:
+        supervisor.stop()  # run() has stopped them already, unless it failed
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets]:
             sock.close()
