@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime
+from typing import Any
 
 from quart import Blueprint, current_app, request
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +25,9 @@ from storefront.services.payments import (
 
 blueprint = Blueprint("paystack_webhook", __name__)
 
+# Paystack's events nest four or five levels deep; far deeper is not an event.
+MAX_PAYLOAD_DEPTH = 32
+
 
 @blueprint.post("/paystack/webhook")
 @csrf_exempt
@@ -35,10 +39,9 @@ async def webhook() -> tuple[dict[str, str], int]:
     secret = current_app.config.get("PAYSTACK_SECRET_KEY", "")
     if not webhook_signature_valid(secret, raw_body, request.headers.get(SIGNATURE_HEADER)):
         return {"status": "error", "message": "Invalid signature"}, 401
-    try:
-        payload = json.loads(raw_body)
-    except ValueError:
-        return {"status": "error", "message": "Body is not JSON"}, 400
+    payload = _parse_payload(raw_body)
+    if payload is None:
+        return {"status": "error", "message": "Body is not JSON we can store"}, 400
     event = payload.get("event") if isinstance(payload, dict) else None
     found = payload.get("data") if isinstance(payload, dict) else None
     if not isinstance(event, str) or not event or not isinstance(found, dict):
@@ -61,6 +64,43 @@ async def webhook() -> tuple[dict[str, str], int]:
             request_payment_settings(),
         )
     return {"status": "ok"}, 200
+
+
+def _parse_payload(raw_body: bytes) -> Any:
+    """The body as JSON every database can store, else None: no NaN or Infinity, no nesting
+    deeper than MAX_PAYLOAD_DEPTH (ten thousand brackets overflow json's recursion), no NUL
+    or lone surrogate in a string (PostgreSQL refuses both)."""
+    try:
+        payload = json.loads(raw_body, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        return None
+    pending: list[tuple[Any, int]] = [(payload, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            pending.extend((key, depth) for key in value)
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str) and not _storable_text(value):
+            return None
+        if depth > MAX_PAYLOAD_DEPTH:
+            return None
+    return payload
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _storable_text(text: str) -> bool:
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _event_reference(found: dict[str, object]) -> str:
