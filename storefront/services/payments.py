@@ -233,7 +233,9 @@ async def _replace_pending_orders(
         )
         if status == "pending_payment":  # it had no attempt left to close
             await release_order_reservation(session, order_id, now)
-        await return_order_lines_to_cart(session, order_id, user_id)
+            status = "cancelled"
+        if status == "cancelled":  # not paid by an attempt that won meanwhile
+            await return_order_lines_to_cart(session, order_id, user_id)
 
 
 async def insert_order_payment(
@@ -331,7 +333,15 @@ async def initialize_payment(
                 write_session, payment.id, "failed", reason, now, return_to_cart=True
             )
 
-        await run_write_with_retries(session, close)
+        try:
+            await run_write_with_retries(session, close)
+        except ShopBusy:
+            # Still pending: Paystack has no such transaction, so the reconciler closes it.
+            log.warning("initialize %s refused; too busy to close it now", payment.reference)
+            return InitializeOutcome(
+                message=f"Paystack could not start this payment: {error.message}. "
+                "Nothing was charged; please try again in a moment."
+            )
         return InitializeOutcome(
             refused=True,
             message=f"Paystack could not start this payment: {error.message}. Nothing was charged.",
@@ -354,7 +364,13 @@ async def initialize_payment(
         )
         return _rowcount(stored) == 1
 
-    if not await run_write_with_retries(session, accept):
+    try:
+        accepted = await run_write_with_retries(session, accept)
+    except ShopBusy:
+        # The attempt is pending either way; only its stored URL is missing.
+        log.warning("initialize %s: too busy to store the authorization URL", payment.reference)
+        accepted = True
+    if not accepted:
         return InitializeOutcome(
             message="This payment was closed while Paystack was starting it (a newer checkout "
             "replaced it), so it cannot be paid. Nothing was charged.",
