@@ -456,3 +456,48 @@ async def test_callback_verify_is_rate_limited_per_client_address(
     assert "Retry-After" in answers[-1].headers
     assert "Too many attempts" in await answers[-1].get_data(as_text=True)
     assert len(fake_paystack.api_requests("/transaction/verify/")) == 20
+
+
+async def test_unpaid_orders_hoard_stock_the_order_page_offers_paying_until_the_deadline(
+    app, fake_paystack, make_user, make_product, fill_cart, shopper_client
+):
+    user = await make_user()
+    product = await make_product(price_minor=10_000, stock=5)
+    await fill_cart(user, [(product, 1)])
+    client = await shopper_client(user)
+    assert (await client.post("/paystack/init", form=paystack_form())).status_code == 303
+    [order] = await _orders_of(app, user)
+
+    page = await (await client.get(f"/orders/{order.number}")).get_data(as_text=True)
+    assert f'action="/paystack/orders/{order.number}/pay"' in page
+    await _backdate_order(app, order.number, minutes=31)
+    late = await (await client.get(f"/orders/{order.number}")).get_data(as_text=True)
+    assert "/pay" not in late.split('id="order"', 1)[1]
+    assert "The time to pay for this order is up" in late
+
+
+@pytest.mark.both_databases
+async def test_unpaid_orders_hoard_stock_a_late_success_for_a_closed_topup_goes_to_the_wallet(
+    app, client, fake_paystack, make_user, shopper_client, session
+):
+    user = await make_user()
+    shopper = await shopper_client(user)
+    answer = await shopper.post(
+        "/account/wallet/topup", form={"csrf_token": CSRF_TOKEN, "amount": "50.00"}
+    )
+    assert answer.status_code == 303
+    [reference] = list(fake_paystack.transactions)
+    await _reconcile(app, minutes_from_now=31)  # never paid: closed as abandoned
+    assert (await _payment(app, reference)).status == "abandoned"
+    fake_paystack.mark_paid(reference)  # ...but the shopper paid on a page left open
+
+    for _ in range(2):
+        await fake_paystack.deliver_webhook(client, reference)
+        await drain_background_tasks(app)
+
+    entries = await session.execute(
+        select(WalletEntry.kind, WalletEntry.amount_minor, WalletEntry.source_reference)
+    )
+    assert [tuple(entry) for entry in entries] == [("topup", 5_000, reference)]
+    assert (await wallet_of(session, user)).balance_minor == 5_000
+    assert await select_ledger_mismatches(session) == []
