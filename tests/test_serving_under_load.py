@@ -354,3 +354,25 @@ async def test_deep_json_webhook_and_any_malformed_signed_body_is_400_recorded_n
         assert (await response.get_json())["status"] == "error"
     async with sessionmaker_for(app)() as db_session:
         assert await db_session.scalar(select(func.count()).select_from(WebhookEvent)) == 0
+
+
+@pytest.mark.parametrize(
+    "app_overrides", [{"RATELIMIT_ENABLED": False, "DATABASE_TIMEOUT_SECONDS": 1}]
+)
+async def test_a_busy_webhook_is_a_503_with_retry_after(
+    app: Quart, fake_paystack: FakePaystack
+) -> None:
+    app.config.update(paystack_overrides(fake_paystack))
+    raw = json.dumps({"event": "charge.success", "data": {"reference": "busy-1"}}).encode()
+    headers = {"Content-Type": "application/json", "x-paystack-signature": fake_paystack.sign(raw)}
+    engine = app.extensions["db_engine"]
+    async with contextlib.AsyncExitStack() as held:
+        for _ in range(engine.pool.size() + engine.pool._max_overflow):
+            connection = await held.enter_async_context(engine.connect())
+            await connection.execute(text("SELECT 1"))
+        response = await app.test_client().post("/paystack/webhook", data=raw, headers=headers)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    # Paystack sends it again; now it is stored.
+    response = await app.test_client().post("/paystack/webhook", data=raw, headers=headers)
+    assert response.status_code == 200

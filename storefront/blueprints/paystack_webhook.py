@@ -31,7 +31,7 @@ MAX_PAYLOAD_DEPTH = 32
 
 @blueprint.post("/paystack/webhook")
 @csrf_exempt
-async def webhook() -> tuple[dict[str, str], int]:
+async def webhook() -> tuple[dict[str, str], int] | tuple[dict[str, str], int, dict[str, str]]:
     """Paystack's signed notice: store it once, answer at once, settle in the background."""
     raw_body = await request.get_data(as_text=False)
     if isinstance(raw_body, str):  # never: as_text=False gives bytes (typing says AnyStr)
@@ -55,7 +55,7 @@ async def webhook() -> tuple[dict[str, str], int]:
     try:
         await run_write_with_retries(get_session(), store)
     except ShopBusy:
-        return {"status": "error", "message": "Busy; send it again"}, 503
+        return {"status": "error", "message": "Busy; send it again"}, 503, {"Retry-After": "5"}
     if event == "charge.success" and REFERENCE_PATTERN.fullmatch(reference):
         current_app.add_background_task(
             _settle_from_webhook,
