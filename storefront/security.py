@@ -8,11 +8,11 @@ from quart import Quart, Response, render_template, request
 from quart_rate_limiter import (
     QUART_RATE_LIMITER_LIMITS_ATTRIBUTE,
     RateLimit,
-    RateLimiter,
     RateLimitExceeded,
 )
 
 from storefront.htmx import is_htmx
+from storefront.rate_limits import SharedRateLimiter, make_rate_limit_store
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,11 @@ async def render_rate_limited(error: RateLimitExceeded) -> tuple[str, int, dict[
 
 def init_security(app: Quart) -> None:
     """Security headers, and a rate limiter of this app's own (call after blueprints)."""
-    # A limiter per app: its memory store must not carry counts from one app to another.
-    RateLimiter(app, key_function=client_address_key)
+    # Counts shared by every worker (Redis, else a file on this machine), named after the
+    # database: apps on other databases (tests) never share them.
+    SharedRateLimiter(
+        app, key_function=client_address_key, store=make_rate_limit_store(dict(app.config))
+    )
     unregistered = apply_rate_limits(app)
     if unregistered:
         log.warning("rate-limited routes not registered: %s", ", ".join(unregistered))
