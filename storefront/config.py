@@ -103,6 +103,8 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "MAIL_SMTPUTF8": _env_bool("MAIL_SMTPUTF8", False),
         "RECONCILER_ENABLED": _env_bool("RECONCILER_ENABLED", True),
         "RATELIMIT_ENABLED": _env_bool("RATELIMIT_ENABLED", True),
+        "REDIS_URL": os.environ.get("REDIS_URL", ""),
+        "RATELIMIT_STORE_PATH": os.environ.get("RATELIMIT_STORE_PATH", ""),
         "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),
         "SQLITE_BUSY_TIMEOUT_MS": _env_int("SQLITE_BUSY_TIMEOUT_MS", 30_000),
         "TRUSTED_PROXY_HOPS": _env_int("TRUSTED_PROXY_HOPS", 0),
