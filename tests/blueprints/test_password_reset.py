@@ -100,8 +100,11 @@ async def test_reset_by_email_sets_the_password_once_and_ends_other_sessions(
     page = await (await client.get("/account")).get_data(as_text=True)
     assert "reset.me@example.com" in page and "Your password has been changed" in page
 
-    # The auth token rotated: the device signed in before the reset is signed out.
+    # Every login from before the reset ended: the device signed in before it is signed out.
     assert (await other_device.get("/account")).status_code == 303
+    logins = await session.scalar(select(func.count(Login.id)).where(Login.user_id == user.id))
+    await session.commit()
+    assert logins == 1  # the one the reset just started
     fresh = app.test_client()
     await reseed_csrf(fresh)
     assert (await login(fresh, "reset.me@example.com", TEST_PASSWORD)).status_code == 422
