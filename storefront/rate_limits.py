@@ -14,6 +14,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+from abc import abstractmethod
 from datetime import UTC, datetime
 from math import ceil
 from pathlib import Path
@@ -51,9 +52,9 @@ return false
 class SharedTatStore(RateLimiterStoreABC):
     """A store that can check and count a request in one atomic step."""
 
+    @abstractmethod
     async def take(self, key: str, inverse: float, max_ahead: float) -> float | None:
         """Count one request unless its limit is reached: None, or the seconds to wait."""
-        raise NotImplementedError
 
     async def before_serving(self) -> None:
         pass
