@@ -1,10 +1,11 @@
 """Engine and sessions: made in the serving lifespan, one session per request.
 
-Lock order, SQLite: the writer gate first, then a pooled connection. A request never waits for
-the gate (write_transaction, or the batch writer's queue) while its session holds a pooled
-connection: both end the request's read transaction first. Otherwise about 15 requests that
-loaded the customer and queued for the gate would hold every connection of the pool while the
-writer holding the gate waited for one.
+Lock order: a write's turn (one write per cart at a time in a worker), then the SQLite writer
+gate, then a pooled connection. A request never waits for a turn or the gate (write_transaction,
+or the batch writer's queue) while its session holds a pooled connection: it ends the request's
+read transaction first. Otherwise about 15 requests that loaded the customer and queued for the
+gate would hold every connection of the pool while the writer holding the gate waited for one;
+on PostgreSQL, one account's parallel adds would hold them all waiting for its cart's row lock.
 """
 
 import asyncio
@@ -13,7 +14,7 @@ import logging
 import os
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, cast
@@ -208,8 +209,44 @@ async def release_request_connection(session: AsyncSession | None = None) -> Non
         await request_session.commit()
 
 
+class _Turn:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+_turns: dict[Hashable, _Turn] = {}
+
+
 @asynccontextmanager
-async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+async def take_turn(key: Hashable, session: AsyncSession | None = None) -> AsyncIterator[None]:
+    """One write per key (a cart) at a time in this worker, first come first served; a request
+    that must wait hands its pooled connection back first (release_request_connection)."""
+    turn = _turns.get(key)
+    if turn is None:
+        turn = _turns[key] = _Turn()
+    turn.users += 1
+    try:
+        if turn.lock.locked():
+            await release_request_connection(session)
+        async with turn.lock:
+            yield
+    finally:
+        turn.users -= 1
+        if not turn.users:
+            del _turns[key]
+
+
+def waiting_for_turn(key: Hashable) -> int:
+    """Writes of this worker holding or waiting for the key's turn."""
+    turn = _turns.get(key)
+    return turn.users if turn is not None else 0
+
+
+@asynccontextmanager
+async def write_transaction(
+    session: AsyncSession, turn: Hashable | None = None
+) -> AsyncIterator[AsyncSession]:
     """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back.
 
     A read transaction the request already began (loading the customer) is ended first on
@@ -219,22 +256,27 @@ async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession
     a commit, a connection checkout and a BEGIN. The session keeps its objects either way
     (expire_on_commit=False).
 
+    With `turn` (a key such as the cart's), writes with the same key take turns in this worker
+    (take_turn): a shopper's parallel writes to one cart wait without a connection.
+
     A write refused by an exception is rolled back, and the objects the rollback expired are
     loaded again as committed, so the caller can still read them and render its message.
     """
     on_sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
     try:
-        if session.in_transaction() and not on_sqlite:
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            await session.commit()
-            return
-        await release_request_connection(session)
-        gate = sqlite_writer_gate(session.bind)
         async with AsyncExitStack() as stack:
+            if turn is not None:
+                await stack.enter_async_context(take_turn(turn, session))
+            if session.in_transaction() and not on_sqlite:
+                try:
+                    yield session
+                except BaseException:
+                    await session.rollback()
+                    raise
+                await session.commit()
+                return
+            await release_request_connection(session)
+            gate = sqlite_writer_gate(session.bind)
             if gate is not None:
                 await stack.enter_async_context(gate.hold())
             async with session.begin():

@@ -17,7 +17,8 @@ import pytest
 from quart import Quart
 from sqlalchemy import func, select, text
 
-from storefront.db import sessionmaker_for, sqlite_writer_gate
+from storefront.blueprints.cart import cart_turn
+from storefront.db import sessionmaker_for, sqlite_writer_gate, take_turn, waiting_for_turn
 from storefront.models import CartItem, WebhookEvent
 from storefront.sqlite_batches import sqlite_batch_writer
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
@@ -104,6 +105,28 @@ async def test_writer_gate_vs_pool_deadlock_60_adds_and_quantity_changes_all_ans
         )
     assert [r.status_code for r in responses if r.status_code >= 500] == []
     assert all(response.status_code == 200 for response in responses)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_one_accounts_parallel_adds_on_postgresql_wait_for_their_turn_without_a_connection(
+    app: Quart, client: Any, make_user: Any, sign_in: Any, add_product: Any
+) -> None:
+    """PostgreSQL has no writer gate: 30 parallel adds to one cart each held a pooled
+    connection while waiting for the cart's row lock, so one account took the whole pool."""
+    shopper = await make_user()
+    sign_in(client, shopper)
+    product = await add_product(stock=1_000)
+    assert (await post_add(client, product.id)).status_code == 200
+    engine = app.extensions["db_engine"]
+    turn = cart_turn(shopper.id, None)
+    async with take_turn(turn):
+        adds = [asyncio.create_task(post_add(client, product.id)) for _ in range(30)]
+        await wait_until(lambda: waiting_for_turn(turn) == 31, "the adds did not queue")
+        await wait_until(lambda: engine.pool.checkedout() == 0, "queued adds hold connections")
+    responses = await asyncio.gather(*adds)
+    assert [response.status_code for response in responses] == [200] * 30
+    async with sessionmaker_for(app)() as db_session:
+        assert await db_session.scalar(select(func.sum(CartItem.quantity))) == 31
 
 
 # Slow bodies ---------------------------------------------------------------------------------

@@ -58,6 +58,14 @@ async def current_cart(db_session: AsyncSession) -> Cart | None:
     )
 
 
+def cart_turn(user_id: int | None, cart_token: str | None) -> tuple[str, object] | None:
+    """The key a cart's writes take turns on (db.take_turn): one shopper's parallel adds queue
+    in the worker instead of each holding a pooled connection at the cart's row lock."""
+    if user_id is not None:
+        return ("cart-of-user", user_id)
+    return ("cart", cart_token) if cart_token else None
+
+
 async def remember_cart(cart_token: str | None, item_count: int) -> None:
     """Keep the session's cart token (guests) and the badge count current; touch only changes."""
     customer = await current_customer()
@@ -129,7 +137,7 @@ async def add_item() -> AnyResponse:
             )
         if change is None:
             db_session = get_session()
-            async with write_transaction(db_session):
+            async with write_transaction(db_session, cart_turn(user_id, cart_token)):
                 change = await add_to_current_cart(
                     db_session, user_id, cart_token, product_id, quantity
                 )
@@ -176,8 +184,9 @@ async def set_item_quantity(product_id: str) -> AnyResponse:
     try:
         parsed_id = parse_product_id(product_id)
         quantity = parse_quantity(form.get("quantity"), allow_zero=True)
-        async with write_transaction(db_session):
-            customer = await current_customer()
+        customer = await current_customer()
+        turn = cart_turn(customer.id if customer else None, browser_session.get(CART_TOKEN_KEY))
+        async with write_transaction(db_session, turn):
             cart = await current_cart(db_session)
             change = await set_cart_quantity(db_session, cart, parsed_id, quantity)
             totals = await price_cart(db_session, cart, customer.id if customer else None)
