@@ -185,7 +185,7 @@ async def cart_lines(app: Quart, user_id: int) -> dict[int, int]:
             .join(Cart, Cart.id == CartItem.cart_id)
             .where(Cart.user_id == user_id)
         )
-        return dict(rows.tuples().all())
+        return {product_id: quantity for product_id, quantity in rows}
 
 
 Signed = Callable[[User], Awaitable[QuartClient]]
