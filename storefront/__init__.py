@@ -15,7 +15,12 @@ from quart_auth import QuartAuth
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import HTTPException, RequestTimeout, ServiceUnavailable
+from werkzeug.exceptions import (
+    HTTPException,
+    RequestEntityTooLarge,
+    RequestTimeout,
+    ServiceUnavailable,
+)
 
 from storefront import csrf, db, request_input, security, sessions, static_files
 from storefront.auth import current_customer
@@ -145,23 +150,29 @@ def _inline(processor: SyncProcessor) -> Callable[[], Awaitable[dict[str, Any]]]
 
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TOO_LARGE = "That is more than a form of this shop can hold. Please shorten it and send it again."
 
 
 async def read_body_first() -> None:
     """An unsafe request's whole body arrives before any database work, within a short time for
     forms and JSON (uploads keep BODY_TIMEOUT): a client trickling its body holds a coroutine,
-    never a pooled connection, and gets 408. MAX_CONTENT_LENGTH and Quart's form limits bound
-    the size (413)."""
+    never a pooled connection, and gets 408. Sizes: MAX_CONTENT_LENGTH for uploads, Quart's
+    MAX_FORM_MEMORY_SIZE (500 KB) for any other body (413)."""
     if request.method not in UNSAFE_METHODS:
         return
-    timeout = request.body_timeout
+    timeout, limit = request.body_timeout, None
     if request.mimetype != "multipart/form-data":
         timeout = current_app.config["FORM_BODY_TIMEOUT_SECONDS"]
+        limit = current_app.config["MAX_FORM_MEMORY_SIZE"]
+        if (request.content_length or 0) > limit:
+            raise RequestEntityTooLarge(TOO_LARGE)
     try:
         async with asyncio.timeout(timeout):
-            await request.body
+            body = await request.body
     except TimeoutError:
         raise RequestTimeout("The form took too long to arrive. Please send it again.") from None
+    if limit is not None and len(body) > limit:
+        raise RequestEntityTooLarge(TOO_LARGE)
 
 
 async def _render_database_busy(error: Exception) -> Response:

@@ -15,7 +15,7 @@ import asyncpg
 import httpx
 import pytest
 from quart import Quart
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from storefront.blueprints.cart import cart_turn
 from storefront.db import sessionmaker_for, sqlite_writer_gate, take_turn, waiting_for_turn
@@ -399,3 +399,32 @@ async def test_a_busy_webhook_is_a_503_with_retry_after(
     # Paystack sends it again; now it is stored.
     response = await app.test_client().post("/paystack/webhook", data=raw, headers=headers)
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no-js"])
+async def test_slow_bodies_oversized_forms_are_refused_with_413_before_any_database_work(
+    app: Quart, client: Any, htmx: bool
+) -> None:
+    engine = app.extensions["db_engine"]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    headers = {"X-CSRF-Token": CSRF_TOKEN, **(HTMX if htmx else {})}
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        too_big_form = {"quantity": "1", "note": "x" * 600_000}  # over MAX_FORM_MEMORY_SIZE
+        response = await client.post("/cart/items/1", form=too_big_form, headers=headers)
+        assert response.status_code == 413
+        assert "more than a form of this shop can hold" in await response.get_data(as_text=True)
+        too_big_body = b"{" + b" " * (9 * 1024 * 1024) + b"}"  # over MAX_CONTENT_LENGTH
+        response = await client.post(
+            "/api/validate-coupon",
+            data=too_big_body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 413
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert statements == []
