@@ -9,7 +9,7 @@ PASSWORD = "a long browser password"
 
 
 async def submit(page: Page, label: str) -> None:
-    await page.get_by_role("button", name=label).click()
+    await page.get_by_role("button", name=label, exact=True).click()
 
 
 async def test_register_logout_login_account_in_the_browser(accounts_live_server, chromium_browser):
@@ -75,5 +75,11 @@ async def test_register_logout_login_account_in_the_browser(accounts_live_server
 
     await expect(page).to_have_url(f"{base_url}/account")
     await expect(page.locator("#account-email")).to_have_text(EMAIL)
+
+    await submit(page, "Log out everywhere")
+    await expect(page).to_have_url(f"{base_url}/login")
+    await expect(page.get_by_text("You have logged out on every device.")).to_be_visible()
+    await page.goto(f"{base_url}/account")
+    await expect(page).to_have_url(f"{base_url}/login?next=/account")
     assert problems == [], problems
     await context.close()
