@@ -197,7 +197,7 @@ def sqlite_writer_gate(bind: object) -> SQLiteWriterGate | None:
 async def release_request_connection(session: AsyncSession | None = None) -> None:
     """End the read transactions of `session` and of the request's session, handing their pooled
     connections back (their objects stay loaded: expire_on_commit=False). Call before waiting
-    for the SQLite writer gate: the gate comes first, then a connection."""
+    for a turn or the SQLite writer gate: those come first, then a connection."""
     if session is not None and session.in_transaction():
         await session.commit()
     request_session = g.get("db_session") if has_app_context() else None
