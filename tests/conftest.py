@@ -109,9 +109,13 @@ def _app_overrides() -> dict[str, Any]:
 
 
 @pytest.fixture(name="app")
-async def _app(database_url: str, app_overrides: dict[str, Any]) -> AsyncIterator[Quart]:
+async def _app(
+    database_url: str, app_overrides: dict[str, Any], tmp_path: Path
+) -> AsyncIterator[Quart]:
     await create_tables(database_url)
-    app = create_app(app_test_config(database_url, **app_overrides))
+    # The rate-limit counts go with the test's files (on PostgreSQL the default is /tmp).
+    overrides = {"RATELIMIT_STORE_PATH": str(tmp_path / "ratelimits.sqlite3"), **app_overrides}
+    app = create_app(app_test_config(database_url, **overrides))
     async with app.test_app():
         yield app
 

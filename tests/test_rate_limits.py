@@ -118,6 +118,7 @@ async def test_rate_limits_hold_across_two_workers_without_redis(tmp_path):
     async with two_workers(tmp_path) as base_url:
         statuses = await failed_logins(base_url, 2 * LOGIN_LIMIT)
     assert statuses == [422] * LOGIN_LIMIT + [429] * LOGIN_LIMIT
+    assert (tmp_path / "shop.db-ratelimits").exists()  # counted beside the database
 
 
 async def test_rate_limits_hold_across_two_workers_with_redis(tmp_path):
@@ -159,13 +160,13 @@ class TestWithRedis:
     async def test_concurrent_requests_cannot_share_the_last_slot(self, app, tmp_path):
         statuses = await concurrent_registrations(app, 4 * REGISTER_LIMIT)
         assert sorted(statuses) == [422] * REGISTER_LIMIT + [429] * 3 * REGISTER_LIMIT
-        assert not (tmp_path / "storefront.db-ratelimits").exists()
+        assert not (tmp_path / "ratelimits.sqlite3").exists()
 
 
 async def test_concurrent_requests_cannot_share_the_last_slot_without_redis(app, tmp_path):
     statuses = await concurrent_registrations(app, 4 * REGISTER_LIMIT)
     assert sorted(statuses) == [422] * REGISTER_LIMIT + [429] * 3 * REGISTER_LIMIT
-    assert (tmp_path / "storefront.db-ratelimits").exists()
+    assert (tmp_path / "ratelimits.sqlite3").exists()
 
 
 class TestRedisDown:
