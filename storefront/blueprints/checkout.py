@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
 from storefront.auth import current_customer, login_required
+from storefront.blueprints.cart import cart_turn
 from storefront.cart_badge import show_badge_count
 from storefront.db import get_session
 from storefront.htmx import navigate, render_page_or_block
@@ -165,7 +166,8 @@ async def pay_with_wallet() -> Response:
         )
 
     try:
-        order = await run_write_with_retries(db_session, place)
+        # Submits of one cart take turns with its adds in this worker (no connection held).
+        order = await run_write_with_retries(db_session, place, turn=cart_turn(customer.id, None))
     except EmptyCart:
         return await render_cart_taken(customer, form)
     except InsufficientFunds as refused:

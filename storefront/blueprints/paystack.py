@@ -8,6 +8,7 @@ from quart_rate_limiter import RateLimit, rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.auth import current_customer, login_required
+from storefront.blueprints.cart import cart_turn
 from storefront.blueprints.checkout import (
     PAYSTACK_HIDDEN_REASON,
     parse_shown_total,
@@ -122,7 +123,9 @@ async def init_payment() -> Response:
         )
 
     try:
-        payment = await run_write_with_retries(db_session, reserve)
+        payment = await run_write_with_retries(
+            db_session, reserve, turn=cart_turn(customer.id, None)
+        )
     except EmptyCart:
         return await render_cart_taken(customer, form)
     except ShopBusy as busy:

@@ -4,7 +4,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar, cast
@@ -553,15 +553,17 @@ async def run_write_with_retries(
     session: AsyncSession,
     work: Callable[[AsyncSession], Awaitable[T]],
     attempts: int = WRITE_ATTEMPTS,
+    turn: Hashable | None = None,
 ) -> T:
     """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
 
-    Objects the caller still needs should be detached beforehand, because a rollback expires
-    every object in the session.
+    With `turn` (a cart's key), writes with the same key take turns in this worker first
+    (db.take_turn), without holding a pooled connection. Objects the caller still needs should
+    be detached beforehand, because a rollback expires every object in the session.
     """
     for attempt in range(1, attempts + 1):
         try:
-            async with write_transaction(session):
+            async with write_transaction(session, turn):
                 return await work(session)
         except PoolTimeoutError as error:
             log.warning("write gave up waiting for a database connection: %s", error)
