@@ -1,6 +1,5 @@
 """CyberWorld Storefront: create_app builds the Quart app from configuration."""
 
-import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -10,17 +9,12 @@ from typing import Any, cast
 
 from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from hypercorn.middleware import ProxyFixMiddleware
-from quart import Quart, Response, current_app, g, make_response, render_template, request
+from quart import Quart, Response, g, make_response, render_template, request
 from quart_auth import QuartAuth
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from werkzeug.exceptions import (
-    HTTPException,
-    RequestEntityTooLarge,
-    RequestTimeout,
-    ServiceUnavailable,
-)
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from storefront import csrf, db, request_input, security, sessions, static_files
 from storefront.auth import current_customer
@@ -69,10 +63,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     )
     app.config.update(config)
     # First of the before-request hooks: nothing may touch the database before the body is in.
-    app.before_request(read_body_first)
+    request_input.init_request_input(app)
     init_auth(app)
     csrf.init_csrf(app)
-    request_input.init_request_input(app)
     static_files.init_static_files(app)
     sessions.init_sessions(app)
     app.jinja_env.filters["money"] = format_minor
@@ -147,32 +140,6 @@ def _inline(processor: SyncProcessor) -> Callable[[], Awaitable[dict[str, Any]]]
         return processor()
 
     return run_inline
-
-
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-TOO_LARGE = "That is more than a form of this shop can hold. Please shorten it and send it again."
-
-
-async def read_body_first() -> None:
-    """An unsafe request's whole body arrives before any database work, within a short time for
-    forms and JSON (uploads keep BODY_TIMEOUT): a client trickling its body holds a coroutine,
-    never a pooled connection, and gets 408. Sizes: MAX_CONTENT_LENGTH for uploads, Quart's
-    MAX_FORM_MEMORY_SIZE (500 KB) for any other body (413)."""
-    if request.method not in UNSAFE_METHODS:
-        return
-    timeout, limit = request.body_timeout, None
-    if request.mimetype != "multipart/form-data":
-        timeout = current_app.config["FORM_BODY_TIMEOUT_SECONDS"]
-        limit = current_app.config["MAX_FORM_MEMORY_SIZE"]
-        if (request.content_length or 0) > limit:
-            raise RequestEntityTooLarge(TOO_LARGE)
-    try:
-        async with asyncio.timeout(timeout):
-            body = await request.body
-    except TimeoutError:
-        raise RequestTimeout("The form took too long to arrive. Please send it again.") from None
-    if limit is not None and len(body) > limit:
-        raise RequestEntityTooLarge(TOO_LARGE)
 
 
 async def _render_database_busy(error: Exception) -> Response:
