@@ -38,7 +38,7 @@ def home_url(search: str = "", category_slug: str = "", page: int = 1) -> str:
         params["category"] = category_slug
     if page > 1:
         params["page"] = page
-    return "/" + ("?" + urlencode(params) if params else "")
+    return url_for("shop.home") + ("?" + urlencode(params) if params else "")
 
 
 @blueprint.get("/")
