@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
-from storefront.db import make_engine, make_sessionmaker  # noqa: E402
+from storefront.db.engine import make_engine, make_sessionmaker  # noqa: E402
 from storefront.models import (  # noqa: E402
     Base,
     Cart,

@@ -10,11 +10,8 @@ from quart_auth import AuthUser, current_user, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.auth import current_customer, login_required
-from storefront.cart_badge import show_badge_count
-from storefront.csrf import rotate_csrf_token
-from storefront.db import get_session, write_transaction
-from storefront.htmx import navigate, render_page_or_block, safe_next_path
+from storefront.db.engine import get_session
+from storefront.db.transactions import write_transaction
 from storefront.models import User, utcnow
 from storefront.services.cart import count_cart_items, merge_guest_cart
 from storefront.services.outbox import queue_email
@@ -40,6 +37,10 @@ from storefront.services.users import (
     update_password,
 )
 from storefront.services.wallet import select_wallet
+from storefront.web.auth import current_customer, login_required
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.csrf import rotate_csrf_token
+from storefront.web.htmx import navigate, render_page_or_block, safe_next_path
 
 blueprint = Blueprint("account", __name__)
 

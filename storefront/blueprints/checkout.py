@@ -6,11 +6,8 @@ from quart import Blueprint, Response, current_app, flash, request
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
-from storefront.auth import current_customer, login_required
 from storefront.blueprints.cart import cart_turn
-from storefront.cart_badge import show_badge_count
-from storefront.db import get_session
-from storefront.htmx import navigate, render_page_or_block
+from storefront.db.engine import get_session
 from storefront.models import Order, User, utcnow
 from storefront.services.cart import CartTotals, price_cart, select_cart_for_user
 from storefront.services.checkout import (
@@ -26,6 +23,9 @@ from storefront.services.checkout import (
 )
 from storefront.services.orders import ORDER_STATUS_LABELS
 from storefront.services.wallet import select_wallet
+from storefront.web.auth import current_customer, login_required
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.htmx import navigate, render_page_or_block
 
 blueprint = Blueprint("checkout", __name__)
 

@@ -7,7 +7,7 @@ from quart import Blueprint, Response, abort, current_app, flash, redirect, requ
 from quart_rate_limiter import RateLimit, rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.auth import current_customer, login_required
+from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.cart import cart_turn
 from storefront.blueprints.checkout import (
     PAYSTACK_HIDDEN_REASON,
@@ -15,14 +15,10 @@ from storefront.blueprints.checkout import (
     render_cart_taken,
     render_checkout,
 )
-from storefront.cart_badge import show_badge_count
-from storefront.db import get_session, sessionmaker_for
-from storefront.htmx import navigate, render_page_or_block
+from storefront.db.engine import get_session, sessionmaker_for
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
-from storefront.paystack_serving import paystack_client_for
-from storefront.security import client_address_key
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
@@ -51,6 +47,10 @@ from storefront.services.payments import (
     payment_settings,
     reserve_order_payment,
 )
+from storefront.web.auth import current_customer, login_required
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.htmx import navigate, render_page_or_block
+from storefront.web.security import client_address_key
 
 blueprint = Blueprint("paystack", __name__)
 

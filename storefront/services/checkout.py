@@ -15,7 +15,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from storefront.db import is_transient_database_error, write_transaction
+from storefront.db.errors import is_transient_database_error
+from storefront.db.transactions import write_transaction
 from storefront.lib.money import format_minor
 from storefront.models import Cart, CartItem, Order, OrderLine, Product, User
 from storefront.services.cart import CartLine, clear_cart, select_cart_lines
@@ -558,7 +559,7 @@ async def run_write_with_retries(
     """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
 
     With `turn` (a cart's key), writes with the same key take turns in this worker first
-    (db.take_turn), without holding a pooled connection. Objects the caller still needs should
+    (take_turn), without holding a pooled connection. Objects the caller still needs should
     be detached beforehand, because a rollback expires every object in the session.
     """
     for attempt in range(1, attempts + 1):

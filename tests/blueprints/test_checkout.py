@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from sqlalchemy import func, select
 
-from storefront.db import sessionmaker_for
+from storefront.db.engine import sessionmaker_for
 from storefront.models import (
     Cart,
     CartItem,

@@ -7,7 +7,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from storefront.db import is_transient_database_error, sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.errors import is_transient_database_error
+from storefront.db.transactions import write_transaction
 from storefront.models import (
     CartItem,
     Coupon,
