@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.paystack import request_payment_settings
 from storefront.db.engine import get_session, sessionmaker_for
+from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.paystack import REFERENCE_PATTERN, SIGNATURE_HEADER, webhook_signature_valid
 from storefront.models import utcnow
-from storefront.services.checkout import ShopBusy, run_write_with_retries
 from storefront.services.payments import (
     PaymentSettings,
     credit_success_after_close,

@@ -8,6 +8,7 @@ from quart import Quart, current_app, g
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -17,13 +18,20 @@ from sqlalchemy.ext.asyncio import (
 WRITE_OPTION = "storefront_write"
 
 
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
+def dialect_name(
+    target: str | AsyncSession | AsyncEngine | AsyncConnection | Engine | Connection | None,
+) -> str:
+    """The database behind a URL, session, engine or connection: "sqlite", "postgresql"
+    ("" for a session without a bind). The one place code asks which database it runs on."""
+    if isinstance(target, str):
+        return target.split(":", 1)[0].split("+", 1)[0]
+    bind = target.bind if isinstance(target, AsyncSession) else target
+    return bind.dialect.name if bind is not None else ""
 
 
 def make_engine(url: str, busy_timeout_ms: int = 30_000, **kwargs: Any) -> AsyncEngine:
     """Create an engine; SQLite gets WAL, foreign keys, busy_timeout and BEGIN IMMEDIATE writes."""
-    if not is_sqlite(url):
+    if dialect_name(url) != "sqlite":
         kwargs.setdefault("pool_pre_ping", True)
         return create_async_engine(url, **kwargs)
     engine = create_async_engine(url, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
@@ -67,7 +75,7 @@ async def serve_database(app: Quart) -> AsyncIterator[None]:
     # Busy, not stuck: a request waits this long for a pooled (or, on PostgreSQL, a new)
     # connection, then answers 503 with Retry-After.
     limits: dict[str, Any] = {"pool_timeout": timeout}
-    if not is_sqlite(url):
+    if dialect_name(url) != "sqlite":
         limits["connect_args"] = {"timeout": timeout}
     elif ":memory:" in url or url.rstrip("/").endswith(":"):
         limits = {}  # one static connection, no pool to wait for

@@ -11,6 +11,8 @@ from typing import cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storefront.db.engine import dialect_name
+
 
 class SQLiteWriterGate:
     """Queues one engine's writers: an asyncio lock inside the process, a file lock across.
@@ -58,7 +60,7 @@ _sqlite_writer_gates: "weakref.WeakKeyDictionary[Engine, SQLiteWriterGate]" = (
 
 def sqlite_file_path(bind: object) -> str | None:
     """The database file of a SQLite engine, or None (another database, or in memory)."""
-    if not isinstance(bind, AsyncEngine) or bind.dialect.name != "sqlite":
+    if not isinstance(bind, AsyncEngine) or dialect_name(bind) != "sqlite":
         return None
     database_path = bind.url.database
     if not database_path or database_path == ":memory:":

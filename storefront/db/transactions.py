@@ -10,19 +10,26 @@ on PostgreSQL, one account's parallel adds would hold them all waiting for its c
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Hashable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from quart import g, has_app_context
 from sqlalchemy import inspect, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.db.engine import WRITE_OPTION
-from storefront.db.errors import is_refusal
+from storefront.db.engine import WRITE_OPTION, dialect_name
+from storefront.db.errors import is_refusal, is_transient_database_error
 from storefront.db.sqlite_writer import sqlite_writer_gate
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WRITE_ATTEMPTS = 5
 
 
 async def release_request_connection(session: AsyncSession | None = None) -> None:
@@ -93,7 +100,7 @@ async def write_transaction(
     A write refused by an exception is rolled back, and the objects the rollback expired are
     loaded again as committed, so the caller can still read them and render its message.
     """
-    on_sqlite = session.bind is not None and session.bind.dialect.name == "sqlite"
+    on_sqlite = dialect_name(session) == "sqlite"
     try:
         async with AsyncExitStack() as stack:
             if turn is not None:
@@ -132,3 +139,43 @@ async def reload_expired(session: AsyncSession) -> None:
             await session.execute(select(model).where(key_column.in_(keys)))
     except Exception:  # the refusal is what the caller must answer; this is only a courtesy
         log.warning("could not reload objects after a refused write", exc_info=True)
+
+
+class ShopBusy(Exception):
+    """Lock conflicts or a pool that stayed busy: nothing changed; the message is fit for the
+    shopper (503 with Retry-After)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The shop is very busy right now and could not take your order. "
+            "Nothing was charged; please try again in a moment."
+        )
+
+
+async def run_write_with_retries(
+    session: AsyncSession,
+    work: Callable[[AsyncSession], Awaitable[T]],
+    attempts: int = WRITE_ATTEMPTS,
+    turn: Hashable | None = None,
+) -> T:
+    """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
+
+    With `turn` (a cart's key), writes with the same key take turns in this worker first
+    (take_turn), without holding a pooled connection. Objects the caller still needs should
+    be detached beforehand, because a rollback expires every object in the session.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with write_transaction(session, turn):
+                return await work(session)
+        except PoolTimeoutError as error:
+            log.warning("write gave up waiting for a database connection: %s", error)
+            raise ShopBusy() from error
+        except DBAPIError as error:
+            if not is_transient_database_error(error):
+                raise
+            log.warning("write attempt %d of %d hit a lock conflict: %s", attempt, attempts, error)
+            if attempt == attempts:
+                raise ShopBusy() from error
+            await asyncio.sleep(random.uniform(0.005, 0.03) * attempt)
+    raise ShopBusy()
