@@ -1,6 +1,6 @@
 # make run   - install into .venv, migrate, add the demo shop if empty, serve http://127.0.0.1:5000
 # make test  - install with the dev extras into .venv and run the whole test suite
-# make lint  - formatting, lint and type checks
+# make lint  - formatting, lint, type checks and the import rules (docs/ARCHITECTURE.md)
 # make bench - page load benchmark against a bare Quart app (needs wrk; see docs/PERFORMANCE.md)
 
 PYTHON3 ?= python3
@@ -35,6 +35,7 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy storefront
+	$(BIN)/lint-imports
 
 bench: $(DEV_STAMP)
 	$(BIN)/python bench/pages.py

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, insert, select, text  # noqa: E402
 
-from storefront.db import make_engine, make_sessionmaker  # noqa: E402
+from storefront.db.engine import dialect_name, make_engine, make_sessionmaker  # noqa: E402
 from storefront.models import (  # noqa: E402
     Base,
     Cart,
@@ -335,10 +335,11 @@ async def seed(url: str, checkouts: int) -> list[Shopper]:
 async def _service_worker_run(
     url: str, shoppers: list[Shopper], concurrency: int, pool_size: int
 ) -> RunResult:
-    from storefront.services.checkout import CheckoutError, run_write_with_retries
+    from storefront.db.transactions import ShopBusy, run_write_with_retries
+    from storefront.services.checkout import CheckoutError
 
     kwargs: dict[str, Any] = {}
-    if not url.startswith("sqlite"):
+    if dialect_name(url) != "sqlite":
         kwargs = {"pool_size": pool_size, "max_overflow": 0, "pool_timeout": 120}
     engine = make_engine(url, **kwargs)
     sessionmaker = make_sessionmaker(engine)
@@ -353,7 +354,7 @@ async def _service_worker_run(
             async with sessionmaker() as session:
                 await run_write_with_retries(session, wallet_checkout(shopper))
             result.outcomes["paid"] += 1
-        except CheckoutError as refused:
+        except (CheckoutError, ShopBusy) as refused:
             result.outcomes[f"refused: {type(refused).__name__}: {refused}"] += 1
         except Exception as error:  # noqa: BLE001 - counted and reported as a failure
             result.outcomes[f"ERROR: {type(error).__name__}: {error}"[:200]] += 1
@@ -480,6 +481,7 @@ def timed_steps(module: Any, names: tuple[str, ...], spent: dict[str, float]) ->
 
 
 async def drive_steps(url: str, shoppers: list[Shopper]) -> RunResult:
+    from storefront.db.transactions import run_write_with_retries
     from storefront.services import checkout as checkout_service
 
     engine = make_engine(url)
@@ -487,14 +489,14 @@ async def drive_steps(url: str, shoppers: list[Shopper]) -> RunResult:
     result = RunResult()
     async with engine.connect() as connection:
         await connection.execute(text("SELECT 1"))
-    meter = PostgresCpuMeter(url.rsplit("/", 1)[1]) if not url.startswith("sqlite") else None
+    meter = PostgresCpuMeter(url.rsplit("/", 1)[1]) if dialect_name(url) != "sqlite" else None
     started = time.perf_counter()
     with timed_steps(checkout_service, CHECKOUT_STEPS, result.step_cpu_seconds):
         for shopper in shoppers:
             checkout_started = time.perf_counter()
             cpu_started = time.process_time()
             async with sessionmaker() as session:
-                await checkout_service.run_write_with_retries(session, wallet_checkout(shopper))
+                await run_write_with_retries(session, wallet_checkout(shopper))
             result.app_cpu_seconds += time.process_time() - cpu_started
             result.latencies_ms.append((time.perf_counter() - checkout_started) * 1000)
             result.outcomes["paid"] += 1

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from storefront.db import make_engine, make_sessionmaker, write_transaction  # noqa: E402
+from storefront.db.engine import make_engine, make_sessionmaker  # noqa: E402
+from storefront.db.transactions import write_transaction  # noqa: E402
 from storefront.demo import seed_demo  # noqa: E402
 from storefront.models import Base, OutboxEmail, Product  # noqa: E402
 from storefront.services.outbox import queue_email  # noqa: E402

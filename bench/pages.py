@@ -35,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import select, update  # noqa: E402
 
-from storefront.db import make_engine, make_sessionmaker, write_transaction  # noqa: E402
+from storefront.db.engine import make_engine, make_sessionmaker  # noqa: E402
+from storefront.db.transactions import write_transaction  # noqa: E402
 from storefront.models import Base, Category, Product, Slider  # noqa: E402
 
 HOST = "127.0.0.1"

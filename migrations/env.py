@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from storefront.config import database_url_from_env
+from storefront.db.engine import dialect_name
 from storefront.models import Base
 
 config = context.config
@@ -35,7 +36,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        render_as_batch=url.startswith("sqlite"),
+        render_as_batch=dialect_name(url) == "sqlite",
         compare_type=True,
     )
     with context.begin_transaction():
@@ -47,7 +48,7 @@ def do_run_migrations(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things; batch mode copies the table instead.
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=dialect_name(connection) == "sqlite",
         compare_type=True,
     )
     with context.begin_transaction():

@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from storefront import csrf, db, request_input, security, sessions, static_files
-from storefront.auth import current_customer
+from storefront.background.outbox_sender import serve_outbox_sender
+from storefront.background.paystack_serving import serve_paystack_client, serve_reconciler
 from storefront.blueprints import (
     account,
     admin,
@@ -31,23 +31,24 @@ from storefront.blueprints import (
     paystack_webhook,
     shop,
 )
-from storefront.cart_badge import badge_count
 from storefront.config import load_config
-from storefront.db import is_database_busy
+from storefront.db.engine import close_session, serve_database
+from storefront.db.errors import is_database_busy
+from storefront.db.sqlite_batches import serve_sqlite_batch_writer
 from storefront.extensions import init_auth
-from storefront.htmx import is_htmx
 from storefront.lib.money import format_minor
 from storefront.logs import configure_logging
-from storefront.outbox_sender import serve_outbox_sender
-from storefront.paystack_serving import serve_paystack_client, serve_reconciler
-from storefront.sqlite_batches import serve_sqlite_batch_writer
+from storefront.web import csrf, request_input, security, sessions, static_files
+from storefront.web.auth import current_customer
+from storefront.web.cart_badge import badge_count
+from storefront.web.htmx import is_htmx
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 ServingHook = Callable[[Quart], AbstractAsyncContextManager[None]]
 
 # Started in this order when serving begins, stopped in reverse: the database first and last.
-SERVING_HOOKS: list[ServingHook] = [db.serve_database, serve_sqlite_batch_writer]
+SERVING_HOOKS: list[ServingHook] = [serve_database, serve_sqlite_batch_writer]
 SERVING_HOOKS.append(serve_outbox_sender)
 SERVING_HOOKS.extend([serve_paystack_client, serve_reconciler])
 
@@ -69,7 +70,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     static_files.init_static_files(app)
     sessions.init_sessions(app)
     app.jinja_env.filters["money"] = format_minor
-    app.teardown_appcontext(db.close_session)
+    app.teardown_appcontext(close_session)
 
     for module in (
         health,

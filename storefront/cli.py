@@ -26,7 +26,8 @@ from sqlalchemy.pool import NullPool
 
 from storefront import PROJECT_ROOT
 from storefront.config import database_url_from_env
-from storefront.db import WRITE_OPTION, make_engine, make_sessionmaker, write_transaction
+from storefront.db.engine import WRITE_OPTION, make_engine, make_sessionmaker
+from storefront.db.transactions import write_transaction
 from storefront.demo import catalog_is_empty, seed_demo
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.models import User

@@ -1,6 +1,6 @@
 """Extensions, made per app: a module-level QuartAuth keeps the first app's cookie settings
 (Secure, SameSite) for every later app, and a shared rate limiter would carry counts between apps
-(the limiter is made in storefront.security.init_security)."""
+(the limiter is made in storefront.web.security.init_security)."""
 
 from quart import Quart
 from quart_auth import QuartAuth

@@ -14,7 +14,8 @@ from quart_auth import generate_auth_token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront import create_app
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import User, Wallet, utcnow
 from storefront.services.users import insert_login, insert_user
 from tests.live import app_test_config, create_tables

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from quart import Quart
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Coupon
 
 

@@ -9,7 +9,8 @@ from quart import Quart
 from quart.testing import QuartClient
 from sqlalchemy import delete, select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import (
     Cart,
     CartItem,

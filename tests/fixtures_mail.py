@@ -309,7 +309,7 @@ def _outbox_rows() -> Callable[..., Any]:
     from storefront.models import OutboxEmail
 
     async def read(app: Any) -> list[OutboxEmail]:
-        from storefront.db import sessionmaker_for
+        from storefront.db.engine import sessionmaker_for
 
         async with sessionmaker_for(app)() as session:
             return list((await session.scalars(select(OutboxEmail).order_by(OutboxEmail.id))).all())

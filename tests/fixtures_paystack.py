@@ -11,7 +11,7 @@ from quart import Quart, Response
 from quart.testing import QuartClient
 from sqlalchemy import select
 
-from storefront.db import sessionmaker_for
+from storefront.db.engine import sessionmaker_for
 from storefront.models import Coupon, Order, Payment, Product, User
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_checkout import checkout_form

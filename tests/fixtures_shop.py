@@ -10,10 +10,11 @@ import pytest
 from quart import Quart
 from sqlalchemy import event
 
-from storefront.cart_badge import BADGE_COOKIE
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Category, Product, Slider
 from storefront.services.catalog import bump_catalog_version
+from storefront.web.cart_badge import BADGE_COOKIE
 
 
 @pytest.fixture(name="add_category")

@@ -10,7 +10,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
-from storefront.db import make_engine
+from storefront.db.engine import make_engine
 from storefront.models import Base
 
 

@@ -72,3 +72,11 @@ def test_ci_script_requires_postgres_and_runs_make_test():
         script
     )
     assert script.rstrip().endswith("make test")
+
+
+def test_ci_runs_make_lint_with_the_import_rules_before_the_tests():
+    script = (REPO_ROOT / ".ci" / "run").read_text()
+    assert "\nmake lint\nmake test" in script
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    lint_recipe = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "lint-imports" in lint_recipe

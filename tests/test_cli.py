@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.pool import NullPool
 
 from storefront.cli import UsageError, build_parser, run_command
-from storefront.db import make_engine
+from storefront.db.engine import make_engine
 from storefront.demo import DEMO_COUPONS, DEMO_PRODUCTS, DEMO_SLIDERS
 from storefront.models import (
     CatalogVersion,

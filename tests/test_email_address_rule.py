@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import func, select
 
 from storefront import create_app
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Order, OutboxEmail, User
 from storefront.services import users as users_service
 from storefront.services.outbox import InvalidEmailAddress, compose_email, queue_email

@@ -9,10 +9,10 @@ from datetime import timedelta
 
 import pytest
 
-from storefront.db import sessionmaker_for
+from storefront.background.paystack_serving import paystack_client_for
+from storefront.db.engine import sessionmaker_for
 from storefront.lib.paystack import PaystackClient, make_http_client
 from storefront.models import utcnow
-from storefront.paystack_serving import paystack_client_for
 from storefront.services.payments import payment_settings, reconcile_once
 from tests.conftest import CSRF_TOKEN
 from tests.fake_paystack import (

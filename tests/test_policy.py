@@ -10,8 +10,8 @@ from quart import Quart
 from quart_rate_limiter import QUART_RATE_LIMITER_LIMITS_ATTRIBUTE
 from werkzeug.routing import IntegerConverter, Rule
 
-from storefront.csrf import check_csrf
-from storefront.security import RATE_LIMITED_ROUTES
+from storefront.web.csrf import check_csrf
+from storefront.web.security import RATE_LIMITED_ROUTES
 from tests.conftest import CSRF_TOKEN
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}

@@ -14,7 +14,8 @@ from quart.testing import QuartClient
 from sqlalchemy import select
 from werkzeug.datastructures import MultiDict
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Cart, CartItem, User
 from tests.conftest import CSRF_TOKEN, sign_in
 from tests.fake_paystack import FakePaystack

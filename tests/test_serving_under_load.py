@@ -18,9 +18,11 @@ from quart import Quart
 from sqlalchemy import event, func, select, text
 
 from storefront.blueprints.cart import cart_turn
-from storefront.db import sessionmaker_for, sqlite_writer_gate, take_turn, waiting_for_turn
+from storefront.db.engine import sessionmaker_for
+from storefront.db.sqlite_batches import sqlite_batch_writer
+from storefront.db.sqlite_writer import sqlite_writer_gate
+from storefront.db.transactions import take_turn, waiting_for_turn
 from storefront.models import CartItem, WebhookEvent
-from storefront.sqlite_batches import sqlite_batch_writer
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_accounts import LiveServer

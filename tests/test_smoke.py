@@ -6,7 +6,8 @@ import inspect
 import pytest
 from sqlalchemy import func, select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import WalletEntry
 from storefront.services import wallet as wallet_service
 from tests.conftest import wallet_of

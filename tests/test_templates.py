@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 from quart import Quart
 
-from storefront.htmx import render_fragment
 from storefront.services.cart import CartLine
-from storefront.static_files import asset_url
+from storefront.web.htmx import render_fragment
+from storefront.web.static_files import asset_url
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 URL_ATTRIBUTE = re.compile(

@@ -10,11 +10,8 @@ from quart_auth import AuthUser, current_user, login_user, logout_user
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.auth import current_customer, login_required
-from storefront.cart_badge import show_badge_count
-from storefront.csrf import rotate_csrf_token
-from storefront.db import get_session, write_transaction
-from storefront.htmx import navigate, render_page_or_block, safe_next_path
+from storefront.db.engine import get_session
+from storefront.db.transactions import write_transaction
 from storefront.models import User, utcnow
 from storefront.services.cart import count_cart_items, merge_guest_cart
 from storefront.services.outbox import queue_email
@@ -40,6 +37,11 @@ from storefront.services.users import (
     update_password,
 )
 from storefront.services.wallet import select_wallet
+from storefront.web.auth import current_customer, login_required
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.csrf import rotate_csrf_token
+from storefront.web.htmx import navigate, render_page_or_block, safe_next_path
+from storefront.web.public_url import public_base_url
 
 blueprint = Blueprint("account", __name__)
 
@@ -208,11 +210,6 @@ def _secret_key() -> str:
     return str(current_app.config["SECRET_KEY"])
 
 
-def _reset_url_base() -> str:
-    """Where emailed reset links point: PUBLIC_BASE_URL, else the host the form was sent to."""
-    return (current_app.config.get("PUBLIC_BASE_URL") or request.host_url).rstrip("/")
-
-
 @blueprint.get("/password/forgot")
 async def forgot_password_form() -> Response:
     """Ask for a reset link."""
@@ -229,7 +226,7 @@ async def forgot_password() -> Response:
         return await _render_form(
             "account/forgot.html", 422, errors={"email": email_error}, email=email, sent=False
         )
-    current_app.add_background_task(queue_password_reset_email, email, _reset_url_base())
+    current_app.add_background_task(queue_password_reset_email, email, public_base_url())
     return await _render_form("account/forgot.html", email=email, sent=True)
 
 

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 
 from quart import Blueprint, Response, current_app
 
-from storefront.auth import admin_required
-from storefront.htmx import render_page_or_block
+from storefront.web.auth import admin_required
+from storefront.web.htmx import render_page_or_block
 
 blueprint = Blueprint("admin", __name__)
 

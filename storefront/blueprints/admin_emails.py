@@ -6,9 +6,8 @@ from typing import Any
 from quart import Blueprint, Response, current_app, flash, request
 from werkzeug.exceptions import BadRequest
 
-from storefront.auth import admin_required, current_customer
-from storefront.db import get_session, write_transaction
-from storefront.htmx import is_htmx, navigate, render_page_or_block
+from storefront.db.engine import get_session
+from storefront.db.transactions import write_transaction
 from storefront.lib.mail import describe_transport, transport_from_config
 from storefront.models import OutboxEmail, utcnow
 from storefront.services.outbox import (
@@ -20,6 +19,8 @@ from storefront.services.outbox import (
     select_outbox_backlog,
     select_outbox_emails,
 )
+from storefront.web.auth import admin_required, current_customer
+from storefront.web.htmx import is_htmx, navigate, render_page_or_block
 
 blueprint = Blueprint("admin_emails", __name__)
 

@@ -5,16 +5,16 @@ from typing import Any
 
 from quart import Blueprint, Response, abort, current_app, request, url_for
 
-from storefront.cached_catalog import cached_categories, cached_product_page
 from storefront.lib.money import format_minor
-from storefront.page_cache import PageCache, fresh_page_cache, shared_json
 from storefront.services.catalog import (
     CatalogProduct,
     InvalidListingQuery,
     find_category,
     parse_listing_query,
 )
-from storefront.static_files import asset_url
+from storefront.web.cached_catalog import cached_categories, cached_product_page
+from storefront.web.page_cache import PageCache, fresh_page_cache, shared_json
+from storefront.web.static_files import asset_url
 
 blueprint = Blueprint("api", __name__)
 

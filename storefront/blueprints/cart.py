@@ -18,13 +18,11 @@ from quart_rate_limiter import rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from storefront.auth import current_customer
-from storefront.cart_badge import show_badge_count
-from storefront.db import get_session, write_transaction
-from storefront.htmx import is_htmx, render_fragment, safe_next_path
+from storefront.db.engine import get_session
+from storefront.db.sqlite_batches import sqlite_batch_writer
+from storefront.db.transactions import write_transaction
 from storefront.lib.money import format_minor
 from storefront.models import Cart, Product, utcnow
-from storefront.security import per_minute
 from storefront.services.cart import (
     CartError,
     CartTotals,
@@ -39,8 +37,11 @@ from storefront.services.cart import (
     set_cart_quantity,
 )
 from storefront.services.coupons import CouponCheck, evaluate_coupon, normalise_code
-from storefront.sqlite_batches import sqlite_batch_writer
-from storefront.static_files import asset_url
+from storefront.web.auth import current_customer
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.htmx import is_htmx, render_fragment, safe_next_path
+from storefront.web.security import per_minute
+from storefront.web.static_files import asset_url
 
 blueprint = Blueprint("cart", __name__)
 
@@ -59,7 +60,7 @@ async def current_cart(db_session: AsyncSession) -> Cart | None:
 
 
 def cart_turn(user_id: int | None, cart_token: str | None) -> tuple[str, object] | None:
-    """The key a cart's writes take turns on (db.take_turn): one shopper's parallel adds queue
+    """The key a cart's writes take turns on (take_turn): one shopper's parallel adds queue
     in the worker instead of each holding a pooled connection at the cart's row lock."""
     if user_id is not None:
         return ("cart-of-user", user_id)

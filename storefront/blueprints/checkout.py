@@ -6,11 +6,9 @@ from quart import Blueprint, Response, current_app, flash, request
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
-from storefront.auth import current_customer, login_required
 from storefront.blueprints.cart import cart_turn
-from storefront.cart_badge import show_badge_count
-from storefront.db import get_session
-from storefront.htmx import navigate, render_page_or_block
+from storefront.db.engine import get_session
+from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.models import Order, User, utcnow
 from storefront.services.cart import CartTotals, price_cart, select_cart_for_user
 from storefront.services.checkout import (
@@ -18,14 +16,16 @@ from storefront.services.checkout import (
     EmptyCart,
     InsufficientFunds,
     InvalidDelivery,
-    ShopBusy,
     place_wallet_order,
-    run_write_with_retries,
     select_order_that_took_cart,
     validate_delivery,
 )
 from storefront.services.orders import ORDER_STATUS_LABELS
 from storefront.services.wallet import select_wallet
+from storefront.web.auth import current_customer, login_required
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.htmx import navigate, render_page_or_block
+from storefront.web.public_url import public_base_url
 
 blueprint = Blueprint("checkout", __name__)
 
@@ -162,7 +162,7 @@ async def pay_with_wallet() -> Response:
             utcnow(),
             expected_total_minor=shown_total_minor,
             admin_email=current_app.config.get("ADMIN_EMAIL", ""),
-            base_url=current_app.config.get("PUBLIC_BASE_URL") or request.host_url,
+            base_url=public_base_url(),
         )
 
     try:

@@ -5,7 +5,7 @@ import asyncio
 from quart import Blueprint, current_app
 from sqlalchemy import text
 
-from storefront.db import sessionmaker_for
+from storefront.db.engine import sessionmaker_for
 from storefront.models import utcnow
 from storefront.services.outbox import select_outbox_backlog
 

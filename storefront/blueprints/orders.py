@@ -4,9 +4,7 @@ from datetime import timedelta
 
 from quart import Blueprint, Response, abort, current_app, request
 
-from storefront.auth import current_customer, login_required
-from storefront.db import get_session
-from storefront.htmx import render_page_or_block
+from storefront.db.engine import get_session
 from storefront.models import utcnow
 from storefront.services.orders import (
     ORDER_STATUS_LABELS,
@@ -15,6 +13,8 @@ from storefront.services.orders import (
     select_orders_for_user,
 )
 from storefront.services.wallet import select_wallet, select_wallet_entries
+from storefront.web.auth import current_customer, login_required
+from storefront.web.htmx import render_page_or_block
 
 blueprint = Blueprint("orders", __name__)
 

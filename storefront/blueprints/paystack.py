@@ -7,7 +7,7 @@ from quart import Blueprint, Response, abort, current_app, flash, redirect, requ
 from quart_rate_limiter import RateLimit, rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.auth import current_customer, login_required
+from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.cart import cart_turn
 from storefront.blueprints.checkout import (
     PAYSTACK_HIDDEN_REASON,
@@ -15,21 +15,16 @@ from storefront.blueprints.checkout import (
     render_cart_taken,
     render_checkout,
 )
-from storefront.cart_badge import show_badge_count
-from storefront.db import get_session, sessionmaker_for
-from storefront.htmx import navigate, render_page_or_block
+from storefront.db.engine import get_session, sessionmaker_for
+from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
-from storefront.paystack_serving import paystack_client_for
-from storefront.security import client_address_key
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
     EmptyCart,
     InvalidDelivery,
-    ShopBusy,
-    run_write_with_retries,
     validate_delivery,
 )
 from storefront.services.orders import (
@@ -51,6 +46,11 @@ from storefront.services.payments import (
     payment_settings,
     reserve_order_payment,
 )
+from storefront.web.auth import current_customer, login_required
+from storefront.web.cart_badge import show_badge_count
+from storefront.web.htmx import navigate, render_page_or_block
+from storefront.web.public_url import public_base_url
+from storefront.web.security import client_address_key
 
 blueprint = Blueprint("paystack", __name__)
 
@@ -65,13 +65,12 @@ CALLBACK_LIMITS = [RateLimit(20, timedelta(minutes=1), key_function=client_addre
 
 def request_payment_settings() -> PaymentSettings:
     """Payment settings, with this request's host as the base URL when none is configured."""
-    return payment_settings(current_app.config, request.host_url)
+    return payment_settings(current_app.config, public_base_url())
 
 
 def _callback_url() -> str:
     # Paystack appends ?trxref=…&reference=… itself; a query of ours would be mangled.
-    base = current_app.config.get("PUBLIC_BASE_URL") or request.host_url
-    return base.rstrip("/") + "/paystack/callback"
+    return public_base_url() + "/paystack/callback"
 
 
 def _enabled() -> bool:

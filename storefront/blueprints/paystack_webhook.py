@@ -7,13 +7,12 @@ from typing import Any
 from quart import Blueprint, current_app, request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.paystack import request_payment_settings
-from storefront.csrf import csrf_exempt
-from storefront.db import get_session, sessionmaker_for
+from storefront.db.engine import get_session, sessionmaker_for
+from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.paystack import REFERENCE_PATTERN, SIGNATURE_HEADER, webhook_signature_valid
 from storefront.models import utcnow
-from storefront.paystack_serving import paystack_client_for
-from storefront.services.checkout import ShopBusy, run_write_with_retries
 from storefront.services.payments import (
     PaymentSettings,
     credit_success_after_close,
@@ -22,6 +21,7 @@ from storefront.services.payments import (
     record_webhook_event,
     run_in_new_session,
 )
+from storefront.web.csrf import csrf_exempt
 
 blueprint = Blueprint("paystack_webhook", __name__)
 

@@ -1,6 +1,6 @@
 """The shop window: the home page (sliders, categories, search, product grid) and product pages.
 
-Both are shared pages (storefront.page_cache): rendered once per catalog version, with only the
+Both are shared pages (storefront.web.page_cache): rendered once per catalog version, with only the
 shopper's CSRF token and cart count spliced in per request.
 """
 
@@ -9,19 +9,19 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, abort, request, url_for
 
-from storefront.cached_catalog import (
-    cached_categories,
-    cached_product,
-    cached_product_page,
-    cached_sliders,
-)
-from storefront.page_cache import fresh_page_cache, shared_page
 from storefront.services.catalog import (
     InvalidListingQuery,
     find_category,
     parse_listing_query,
 )
-from storefront.static_files import asset_url
+from storefront.web.cached_catalog import (
+    cached_categories,
+    cached_product,
+    cached_product_page,
+    cached_sliders,
+)
+from storefront.web.page_cache import fresh_page_cache, shared_page
+from storefront.web.static_files import asset_url
 
 blueprint = Blueprint("shop", __name__)
 

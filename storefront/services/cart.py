@@ -32,6 +32,7 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql.dml import ReturningInsert, ReturningUpdate
 from sqlalchemy.sql.elements import ClauseElement
 
+from storefront.db.engine import dialect_name
 from storefront.models import Cart, CartItem, Product, utcnow
 from storefront.services.coupons import evaluate_coupon, normalise_code
 
@@ -256,15 +257,10 @@ async def price_cart(
     )
 
 
-def _is_postgresql(session: AsyncSession) -> bool:
-    bind = session.bind
-    return bind is not None and bind.dialect.name == "postgresql"
-
-
 async def _lock_cart(session: AsyncSession, cart_id: int) -> None:
     # PostgreSQL: one change to a cart at a time (two tabs adding at once). SQLite's
     # BEGIN IMMEDIATE already serialises writers, and it ignores FOR UPDATE.
-    if _is_postgresql(session):
+    if dialect_name(session) == "postgresql":
         await session.execute(select(Cart.id).where(Cart.id == cart_id).with_for_update())
 
 
@@ -351,7 +347,7 @@ async def _upsert_item(
 ) -> tuple[int, int] | None:
     """One statement: add to the line (made if missing) when the product is sold and the new
     quantity is within stock; (cart_id, quantity now) or None when nothing changed."""
-    dialect = session.bind.dialect.name if session.bind is not None else ""
+    dialect = dialect_name(session)
     if dialect == "postgresql":
         # The row lock serialises one cart's changes, so the badge count that follows sees
         # every add that went before; it doubles as the "cart changed" timestamp.

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from storefront.db.engine import dialect_name
 from storefront.models import CatalogVersion, Category, Product, Slider, utcnow
 
 LOW_STOCK_THRESHOLD = 5
@@ -268,7 +269,7 @@ async def bump_catalog_version(session: AsyncSession) -> None:
     office and the seed command do). This process notices at commit; others within a second.
     """
     now = utcnow()
-    dialect = session.get_bind().dialect.name
+    dialect = dialect_name(session)
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = insert(CatalogVersion).values(id=CATALOG_VERSION_ROW_ID, version=1, updated_at=now)
     statement = statement.on_conflict_do_update(

@@ -1,21 +1,15 @@
 """Checkout: turn a cart into an order in one transaction, paid from the wallet or reserved."""
 
-import asyncio
 import logging
-import random
 import re
-from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
-from storefront.db import is_transient_database_error, write_transaction
 from storefront.lib.money import format_minor
 from storefront.models import Cart, CartItem, Order, OrderLine, Product, User
 from storefront.services.cart import CartLine, clear_cart, select_cart_lines
@@ -42,7 +36,6 @@ DELIVERY_CHOICES = ("address", "pickup")
 PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()-]{6,24}")
 MIN_PHONE_DIGITS = 9
 MAX_ADDRESS_LENGTH = 500
-WRITE_ATTEMPTS = 5
 
 
 # Built once: checkout runs them for every order (TAKE_STOCK for every line), and building a
@@ -146,14 +139,6 @@ class InsufficientFunds(CheckoutError):
         super().__init__(
             f"Your wallet holds {format_minor(balance_minor)} but this order costs "
             f"{format_minor(total_minor)}: top up at least {format_minor(self.shortfall_minor)}."
-        )
-
-
-class ShopBusy(CheckoutError):
-    def __init__(self) -> None:
-        super().__init__(
-            "The shop is very busy right now and could not take your order. "
-            "Nothing was charged; please try again in a moment."
         )
 
 
@@ -547,32 +532,3 @@ async def release_order_reservation(
     coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
     if coupon_code:
         await release_coupon_use(session, coupon_code, order_id)
-
-
-async def run_write_with_retries(
-    session: AsyncSession,
-    work: Callable[[AsyncSession], Awaitable[T]],
-    attempts: int = WRITE_ATTEMPTS,
-    turn: Hashable | None = None,
-) -> T:
-    """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
-
-    With `turn` (a cart's key), writes with the same key take turns in this worker first
-    (db.take_turn), without holding a pooled connection. Objects the caller still needs should
-    be detached beforehand, because a rollback expires every object in the session.
-    """
-    for attempt in range(1, attempts + 1):
-        try:
-            async with write_transaction(session, turn):
-                return await work(session)
-        except PoolTimeoutError as error:
-            log.warning("write gave up waiting for a database connection: %s", error)
-            raise ShopBusy() from error
-        except DBAPIError as error:
-            if not is_transient_database_error(error):
-                raise
-            log.warning("write attempt %d of %d hit a lock conflict: %s", attempt, attempts, error)
-            if attempt == attempts:
-                raise ShopBusy() from error
-            await asyncio.sleep(random.uniform(0.005, 0.03) * attempt)
-    raise ShopBusy()

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, aliased
 
+from storefront.db.engine import dialect_name
 from storefront.lib.mail import OutgoingEmail
 from storefront.lib.money import format_minor
 from storefront.models import OutboxEmail, utcnow
@@ -169,7 +170,7 @@ async def queue_email(
     no-op (None)."""
     email = compose_email(to, template, context, dedupe_key)
     connection = await session.connection()
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    insert = postgresql_insert if dialect_name(connection) == "postgresql" else sqlite_insert
     statement = (
         insert(OutboxEmail)
         .values(**_pending_row(email, utcnow()))
@@ -190,7 +191,7 @@ async def queue_emails(session: AsyncSession, emails: Sequence[ComposedEmail]) -
     now = utcnow()
     connection = await session.connection()
     await connection.execute(
-        _INSERT_PENDING[connection.dialect.name], [_pending_row(email, now) for email in emails]
+        _INSERT_PENDING[dialect_name(connection)], [_pending_row(email, now) for email in emails]
     )
     # Even when every key was a repeat: a sender woken for nothing finds nothing due.
     _wake_after_commit(session)
@@ -324,7 +325,7 @@ async def claim_due_emails(
         .order_by(OutboxEmail.next_attempt_at, OutboxEmail.id)
         .limit(limit)
     )
-    if connection.dialect.name == "postgresql":
+    if dialect_name(connection) == "postgresql":
         # Rows locked by a concurrent claimer are skipped, not waited for.
         due_ids = due_ids.with_for_update(skip_locked=True)
         ids = list((await session.scalars(due_ids)).all())

@@ -19,6 +19,8 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storefront.db.engine import dialect_name
+from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.money import format_minor, is_minor_units
 from storefront.lib.paystack import (
     PaystackClient,
@@ -30,13 +32,11 @@ from storefront.models import Cart, Order, Payment, User, WebhookEvent, utcnow
 from storefront.services.checkout import (
     CheckoutError,
     EmptyCart,
-    ShopBusy,
     create_order_from_cart,
     lock_cart,
     queue_order_emails,
     release_order_reservation,
     return_order_lines_to_cart,
-    run_write_with_retries,
 )
 from storefront.services.orders import OrderStatusChanged, select_order_lines, transition_order
 from storefront.services.outbox import InvalidEmailAddress, queue_email
@@ -779,7 +779,7 @@ async def record_webhook_event(
 ) -> bool:
     """Store a webhook once per (event, reference); False when it was already stored."""
     connection = await session.connection()
-    insert = postgresql_insert if connection.dialect.name == "postgresql" else sqlite_insert
+    insert = postgresql_insert if dialect_name(connection) == "postgresql" else sqlite_insert
     stored = await session.execute(
         insert(WebhookEvent)
         .values(event=event[:64], reference=reference[:100], payload=payload, received_at=now)

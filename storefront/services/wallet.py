@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from storefront.db.engine import dialect_name
 from storefront.lib.money import is_minor_units
 from storefront.models import Wallet, WalletEntry, utcnow
 
@@ -177,7 +178,7 @@ async def debit_wallet(
     await session.flush()  # as the ORM would before an UPDATE: pending changes go first
     connection = await session.connection()
     try:
-        if connection.dialect.name == "postgresql":
+        if dialect_name(connection) == "postgresql":
             row = (await connection.execute(_DEBIT_WITH_ENTRY, values)).one_or_none()
             if row is None:
                 return await _refusal(session, user_id, amount_minor)

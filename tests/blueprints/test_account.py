@@ -6,11 +6,12 @@ import pytest
 from sqlalchemy import func, select
 
 from storefront.blueprints.account import EMAIL_TAKEN, LOGIN_FAILED
-from storefront.db import sessionmaker_for, write_transaction
-from storefront.htmx import safe_next_path
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Cart, CartItem, Login, User, Wallet
 from storefront.services import users as users_service
 from storefront.services.cart import insert_cart
+from storefront.web.htmx import safe_next_path
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
 from tests.fixtures_accounts import (
     login,

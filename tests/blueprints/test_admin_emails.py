@@ -6,10 +6,11 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.background.outbox_sender import drain_outbox, send_due_batch
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.lib.mail import SmtpTransport
 from storefront.models import OutboxEmail, utcnow
-from storefront.outbox_sender import drain_outbox, send_due_batch
 from storefront.services.outbox import queue_email
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_mail import smtp_config

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.services.catalog import update_product
 
 ITEM_KEYS = {"id", "slug", "name", "price_minor", "price", "currency", "stock", "image_url", "url"}

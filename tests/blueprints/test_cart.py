@@ -8,9 +8,10 @@ import sqlite3
 import pytest
 from sqlalchemy import event, func, select
 
-from storefront.cart_badge import BADGE_COOKIE
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Cart, CartItem, Product
+from storefront.web.cart_badge import BADGE_COOKIE
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_shop import badge_cookie, counted_statements
 

@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 from sqlalchemy import func, select
 
-from storefront.db import sessionmaker_for
+from storefront.db.engine import sessionmaker_for
 from storefront.models import (
     Cart,
     CartItem,
@@ -411,9 +411,9 @@ async def test_database_locked_never_reaches_the_shopper(
     client, database_url, make_user, sign_in, make_product, fill_cart, snapshot, monkeypatch
 ):
     # Another process holds SQLite's write lock for longer than the busy timeout allows.
-    import storefront.services.checkout as checkout_service
+    import storefront.db.transactions as transactions
 
-    monkeypatch.setattr(checkout_service, "WRITE_ATTEMPTS", 3)
+    monkeypatch.setattr(transactions, "WRITE_ATTEMPTS", 3)
     user = await make_user(balance_minor=100_000)
     await fill_cart(user, [(await make_product(price_minor=1_000), 1)])
     sign_in(client, user)

@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Cart, Order, utcnow
 from storefront.services.coupons import use_coupon
 from tests.conftest import CSRF_TOKEN, sign_in

@@ -11,7 +11,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.background.paystack_serving import paystack_client_for
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import (
     Cart,
     CartItem,
@@ -23,7 +25,6 @@ from storefront.models import (
     WalletEntry,
     utcnow,
 )
-from storefront.paystack_serving import paystack_client_for
 from storefront.services.payments import payment_settings, reconcile_once
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import CSRF_TOKEN, wallet_of

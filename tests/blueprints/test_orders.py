@@ -3,7 +3,8 @@
 import pytest
 from sqlalchemy import update
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Product, utcnow
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import place_wallet_order

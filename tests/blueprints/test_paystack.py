@@ -9,10 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.checkout import PAYSTACK_HIDDEN_REASON
 from storefront.blueprints.paystack import TOPUP_UNAVAILABLE
 from storefront.config import ConfigError, load_config
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.lib.paystack import sign_webhook_body
 from storefront.models import (
     CartItem,
@@ -26,7 +28,6 @@ from storefront.models import (
     WebhookEvent,
     utcnow,
 )
-from storefront.paystack_serving import paystack_client_for
 from storefront.services.payments import payment_settings, reconcile_once
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import CSRF_TOKEN, wallet_of

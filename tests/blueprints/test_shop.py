@@ -9,10 +9,11 @@ from html import unescape
 import pytest
 from sqlalchemy import text, update
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Product
-from storefront.page_cache import page_cache_for
 from storefront.services.catalog import update_product
+from storefront.web.page_cache import page_cache_for
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_shop import counted_statements, set_badge_cookie
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import pytest
 
 from storefront import create_app
-from storefront.db import make_engine, make_sessionmaker, write_transaction
+from storefront.db.engine import make_engine, make_sessionmaker
+from storefront.db.transactions import write_transaction
 from storefront.models import Base, Coupon, Product
 from tests.live import app_test_config, served_over_http
 

@@ -9,7 +9,7 @@ import pytest
 
 from storefront.lib import gzip_splice
 from storefront.lib.gzip_splice import SplicedBody, copy_block, gzip_compress
-from storefront.page_cache import CART_COUNT_SLOT, CSRF_SLOT, SLOT_MARKERS, split_rendered
+from storefront.web.page_cache import CART_COUNT_SLOT, CSRF_SLOT, SLOT_MARKERS, split_rendered
 
 CARD = (
     '<li class="card"><a href="/products/item-{n}"><h2>Item {n}</h2></a><p class="price">GH₵ {n}.00'

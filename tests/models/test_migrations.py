@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
 from storefront.cli import alembic_config, migrate_database
-from storefront.db import make_engine
+from storefront.db.engine import make_engine
 from storefront.models import Base
 
 pytestmark = pytest.mark.both_databases

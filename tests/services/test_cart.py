@@ -5,7 +5,8 @@ import asyncio
 import pytest
 from sqlalchemy import event, func, select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Cart, CartItem
 from storefront.services.cart import (
     CartError,

@@ -4,7 +4,8 @@ catalog version that drives cache invalidation, on SQLite and PostgreSQL."""
 import pytest
 from sqlalchemy import select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Product
 from storefront.services.catalog import (
     CatalogProduct,

@@ -1,13 +1,12 @@
-"""Checkout services: reserve for Paystack, release, pay from wallet, retries on lock conflicts."""
+"""Checkout services: reserve for Paystack, release, pay from wallet."""
 
 import asyncio
-import sqlite3
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError, OperationalError
 
-from storefront.db import is_transient_database_error, sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import (
     CartItem,
     Coupon,
@@ -19,16 +18,13 @@ from storefront.models import (
     WalletEntry,
     utcnow,
 )
-from storefront.services import checkout as checkout_service
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     InvalidDelivery,
     OutOfStock,
-    ShopBusy,
     create_order_from_cart,
     place_wallet_order,
     release_order_reservation,
-    run_write_with_retries,
     validate_delivery,
 )
 from storefront.services.orders import OrderStatusChanged
@@ -200,67 +196,3 @@ async def test_reservations_race_for_the_last_units(
     assert sum(results) == 3
     assert await session.scalar(select(Product.stock).where(Product.id == product.id)) == 0
     assert await _count(session, Order, Order.status == "pending_payment") == 3
-
-
-class _FakeOriginal(Exception):
-    def __init__(self, message: str, sqlstate: str | None = None) -> None:
-        super().__init__(message)
-        self.sqlstate = sqlstate
-
-
-@pytest.mark.parametrize(
-    ("message", "sqlstate", "transient"),
-    [
-        ("database is locked", None, True),
-        ("deadlock detected", "40P01", True),
-        ("could not serialize access due to concurrent update", "40001", True),
-        ("lock not available", "55P03", True),
-        ("no such table: orders", None, False),
-    ],
-)
-def test_transient_errors_are_recognised(message, sqlstate, transient):
-    error = OperationalError("SELECT 1", {}, _FakeOriginal(message, sqlstate))
-    assert is_transient_database_error(error) is transient
-    # sqlite3's own error, as the batch writer's driver calls raise it, unwrapped.
-    if sqlstate is None:
-        assert is_transient_database_error(sqlite3.OperationalError(message)) is transient
-
-
-async def test_lock_conflicts_are_retried_until_they_pass(app, session):
-    calls = 0
-
-    async def work(_session) -> str:
-        nonlocal calls
-        calls += 1
-        if calls < 3:
-            raise OperationalError("UPDATE", {}, _FakeOriginal("database is locked"))
-        return "placed"
-
-    assert await run_write_with_retries(session, work) == "placed"
-    assert calls == 3
-
-
-async def test_persistent_lock_conflicts_become_shop_busy(app, session):
-    calls = 0
-
-    async def work(_session) -> None:
-        nonlocal calls
-        calls += 1
-        raise OperationalError("UPDATE", {}, _FakeOriginal("deadlock detected", "40P01"))
-
-    with pytest.raises(ShopBusy):
-        await run_write_with_retries(session, work)
-    assert calls == checkout_service.WRITE_ATTEMPTS
-
-
-async def test_other_database_errors_are_not_retried(app, session):
-    calls = 0
-
-    async def work(_session) -> None:
-        nonlocal calls
-        calls += 1
-        raise IntegrityError("INSERT", {}, _FakeOriginal("UNIQUE constraint failed"))
-
-    with pytest.raises(IntegrityError):
-        await run_write_with_retries(session, work)
-    assert calls == 1

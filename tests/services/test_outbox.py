@@ -12,15 +12,16 @@ import pytest
 from sqlalchemy import func, select
 
 from storefront import create_app
-from storefront.db import sessionmaker_for, write_transaction
-from storefront.lib.mail import SendGridTransport, SmtpTransport, transport_from_config
-from storefront.models import Order, OrderLine, OutboxEmail, utcnow
-from storefront.outbox_sender import (
+from storefront.background.outbox_sender import (
     DEFAULT_SEND_CONCURRENCY,
     RECORD_EVERY,
     drain_outbox,
     send_due_batch,
 )
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
+from storefront.lib.mail import SendGridTransport, SmtpTransport, transport_from_config
+from storefront.models import Order, OrderLine, OutboxEmail, utcnow
 from storefront.services import outbox
 from storefront.services.outbox import (
     InvalidEmailAddress,
@@ -462,7 +463,7 @@ async def test_two_app_senders_deliver_200_emails_exactly_once(database_url, smt
         "SENDGRID_API_KEY": "",
         **smtp_config(smtp_server),
     }
-    from storefront.db import make_engine
+    from storefront.db.engine import make_engine
     from storefront.models import Base
 
     engine = make_engine(database_url)
@@ -524,9 +525,9 @@ async def test_sender_killed_mid_batch_loses_nothing(app, database_url, smtp_ser
 
 KILLABLE_WORKER = """
 import asyncio, sys
-from storefront.db import make_engine, make_sessionmaker
+from storefront.db.engine import make_engine, make_sessionmaker
 from storefront.lib.mail import SmtpTransport
-from storefront.outbox_sender import send_due_batch
+from storefront.background.outbox_sender import send_due_batch
 
 async def main(database_url, port):
     engine = make_engine(database_url)
@@ -589,7 +590,7 @@ async def _status_is(app, dedupe_key: str, status: str) -> bool:
 async def test_stopping_finishes_the_send_in_flight_and_releases_the_rest(
     database_url, smtp_server
 ):
-    from storefront.db import make_engine
+    from storefront.db.engine import make_engine
     from storefront.models import Base
 
     engine = make_engine(database_url)

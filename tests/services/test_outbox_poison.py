@@ -7,10 +7,11 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.background.outbox_sender import drain_outbox
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.lib.mail import OutgoingEmail, SmtpTransport
 from storefront.models import OutboxEmail
-from storefront.outbox_sender import drain_outbox
 from storefront.services.outbox import queue_email
 from tests.fixtures_mail import smtp_config, wait_until
 

@@ -6,10 +6,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.background.paystack_serving import paystack_client_for
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Order, OutboxEmail, Payment, Product, WalletEntry, utcnow
-from storefront.paystack_serving import paystack_client_for
 from storefront.services.orders import OrderStatusChanged
 from storefront.services.payments import (
     PURPOSE_TOPUP,

@@ -5,7 +5,8 @@ import asyncio
 import pytest
 from sqlalchemy import func, select
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Order, WalletEntry, utcnow
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import create_order_from_cart, place_wallet_order

@@ -3,7 +3,8 @@
 import pytest
 from sqlalchemy import select, update
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Product, WalletEntry
 from storefront.services.wallet import (
     DuplicateLedgerEntry,

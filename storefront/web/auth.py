@@ -9,10 +9,10 @@ from urllib.parse import quote
 from quart import abort, g, request
 from quart_auth import current_user
 
-from storefront.db import get_session
-from storefront.htmx import navigate
+from storefront.db.engine import get_session
 from storefront.models import User
 from storefront.services.users import select_user_for_login
+from storefront.web.htmx import navigate
 
 P = ParamSpec("P")
 T = TypeVar("T")

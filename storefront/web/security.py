@@ -11,8 +11,8 @@ from quart_rate_limiter import (
     RateLimitExceeded,
 )
 
-from storefront.htmx import is_htmx
-from storefront.rate_limits import SharedRateLimiter, make_rate_limit_store
+from storefront.web.htmx import is_htmx
+from storefront.web.rate_limits import SharedRateLimiter, make_rate_limit_store
 
 log = logging.getLogger(__name__)
 

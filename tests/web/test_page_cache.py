@@ -5,8 +5,8 @@ import asyncio
 
 import pytest
 
-from storefront import page_cache
-from storefront.page_cache import PageCache
+from storefront.web import page_cache
+from storefront.web.page_cache import PageCache
 
 
 class Clock:

@@ -16,7 +16,8 @@ from datetime import datetime
 from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storefront.db import sessionmaker_for, write_transaction
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.lib.mail import DeliveryError, Transport, transport_from_config
 from storefront.models import utcnow
 from storefront.services import outbox

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from quart import session
 
-from storefront.sessions import RememberingSessionInterface
+from storefront.web.sessions import RememberingSessionInterface
 
 
 async def session_cookie(app, contents: dict) -> str:

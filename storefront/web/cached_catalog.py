@@ -1,7 +1,6 @@
 """Catalog reads through the page cache: each query runs once per catalog version per worker."""
 
-from storefront.db import get_session
-from storefront.page_cache import PageCache
+from storefront.db.engine import get_session
 from storefront.services.catalog import (
     CatalogCategory,
     CatalogProduct,
@@ -12,6 +11,7 @@ from storefront.services.catalog import (
     select_categories,
     select_product_page,
 )
+from storefront.web.page_cache import PageCache
 
 # Rough per-object sizes, only to keep the cache within its byte budget.
 _ROW_OVERHEAD_BYTES = 200

@@ -7,10 +7,11 @@ import pytest
 from sqlalchemy import func, select
 
 from storefront import create_app
-from storefront.db import make_engine, sessionmaker_for, write_transaction
+from storefront.db.engine import make_engine, sessionmaker_for
+from storefront.db.transactions import write_transaction
 from storefront.models import Base, CartItem, User
-from storefront.security import CONTENT_SECURITY_POLICY
 from storefront.services.users import insert_user
+from storefront.web.security import CONTENT_SECURITY_POLICY
 from tests import conftest
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
 from tests.fixtures_accounts import login, post_form

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager, suppress
 
 from quart import Quart
 
-from storefront.db import sessionmaker_for
+from storefront.db.engine import sessionmaker_for
 from storefront.lib.paystack import PaystackClient, make_http_client
 from storefront.services.payments import payment_settings, reconcile_once
 

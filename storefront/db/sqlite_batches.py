@@ -9,7 +9,7 @@ nothing and the others still commit. A write queued while no batch runs starts o
 a quiet shop waits for nothing.
 
 A caller waits for the writer gate through the queue, so it first hands back the request's
-pooled connection (db.release_request_connection): the gate comes first, then a connection.
+pooled connection (release_request_connection): the gate comes first, then a connection.
 """
 
 import asyncio
@@ -25,13 +25,9 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from storefront.db import (
-    WRITE_OPTION,
-    configure_sqlite,
-    release_request_connection,
-    sqlite_file_path,
-    sqlite_writer_gate,
-)
+from storefront.db.engine import WRITE_OPTION, configure_sqlite
+from storefront.db.sqlite_writer import sqlite_file_path, sqlite_writer_gate
+from storefront.db.transactions import release_request_connection
 
 T = TypeVar("T")
 BatchWrite = Callable[[Connection], T]

@@ -29,12 +29,12 @@ from quart import Quart, Response, current_app, render_template, request, sessio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.cart_badge import badge_count
-from storefront.csrf import SESSION_KEY as CSRF_SESSION_KEY
-from storefront.csrf import csrf_token
-from storefront.db import get_session
+from storefront.db.engine import get_session
 from storefront.lib.gzip_splice import SplicedBody, gzip_compress
 from storefront.services.catalog import local_catalog_changes, select_catalog_fingerprint
+from storefront.web.cart_badge import badge_count
+from storefront.web.csrf import SESSION_KEY as CSRF_SESSION_KEY
+from storefront.web.csrf import csrf_token
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 CSRF_SLOT = "csrf_token"
 CART_COUNT_SLOT = "cart_count"
-# storefront.csrf makes tokens with secrets.token_urlsafe(32): always 43 characters.
+# storefront.web.csrf makes tokens with secrets.token_urlsafe(32): always 43 characters.
 CSRF_TOKEN_WIDTH = 43
 _MARKER_NONCE = secrets.token_hex(8)
 SLOT_MARKERS = {

@@ -7,8 +7,9 @@ from contextlib import asynccontextmanager
 import pytest
 from sqlalchemy import text
 
-from storefront.db import make_engine, make_sessionmaker, write_transaction
-from storefront.sqlite_batches import SQLiteBatchWriter, sqlite_batch_writer
+from storefront.db.engine import make_engine, make_sessionmaker
+from storefront.db.sqlite_batches import SQLiteBatchWriter, sqlite_batch_writer
+from storefront.db.transactions import write_transaction
 
 
 @pytest.fixture(name="engine")

@@ -1,0 +1,2 @@
+"""App-lifetime tasks started with serving: the outbox sender, the Paystack client and the
+reconciler."""
