@@ -38,6 +38,7 @@ from storefront.extensions import init_auth
 from storefront.htmx import is_htmx
 from storefront.lib.money import format_minor
 from storefront.logs import configure_logging
+from storefront.models import STATE_ENUMS
 from storefront.outbox_sender import serve_outbox_sender
 from storefront.paystack_serving import serve_paystack_client, serve_reconciler
 from storefront.sqlite_batches import serve_sqlite_batch_writer
@@ -69,6 +70,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     static_files.init_static_files(app)
     sessions.init_sessions(app)
     app.jinja_env.filters["money"] = format_minor
+    app.jinja_env.globals.update({enum.__name__: enum for enum in STATE_ENUMS})
     app.teardown_appcontext(db.close_session)
 
     for module in (
