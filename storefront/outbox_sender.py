@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from quart import Quart
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storefront.db import sessionmaker_for, write_transaction
 from storefront.lib.mail import DeliveryError, Transport, transport_from_config
 from storefront.models import utcnow
+from storefront.models.outbox import OutboxStatus
 from storefront.services import outbox
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ async def _write_outcomes(
             await outbox.mark_sent(session, email_ids, transport_name, now)
     result.sent += sum(len(email_ids) for email_ids in sent_by_transport.values())
     for email, error, status in failed_statuses:
-        if status == "dead":
+        if status == OutboxStatus.DEAD:
             result.dead += 1
             log.error("email %s to %s is dead: %s", email.id, email.to_address, error)
         else:
@@ -185,8 +186,9 @@ async def drain_outbox(
             limit=limit,
             concurrency=concurrency,
         )
-        for field in ("claimed", "sent", "retrying", "dead", "released"):
-            setattr(total, field, getattr(total, field) + getattr(result, field))
+        for field in fields(BatchResult):
+            name = field.name
+            setattr(total, name, getattr(total, name) + getattr(result, name))
         if result.claimed < limit:
             return total
 
