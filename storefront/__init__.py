@@ -38,6 +38,7 @@ from storefront.db.sqlite_batches import serve_sqlite_batch_writer
 from storefront.extensions import init_auth
 from storefront.lib.money import format_minor
 from storefront.logs import configure_logging
+from storefront.models import STATE_ENUMS
 from storefront.web import csrf, request_input, security, sessions, static_files
 from storefront.web.auth import current_customer
 from storefront.web.cart_badge import badge_count
@@ -70,6 +71,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     static_files.init_static_files(app)
     sessions.init_sessions(app)
     app.jinja_env.filters["money"] = format_minor
+    app.jinja_env.globals.update({enum.__name__: enum for enum in STATE_ENUMS})
     app.teardown_appcontext(close_session)
 
     for module in (

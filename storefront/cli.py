@@ -31,6 +31,7 @@ from storefront.db.transactions import write_transaction
 from storefront.demo import catalog_is_empty, seed_demo
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.models import User
+from storefront.models.user import UserRole, WalletEntryKind
 from storefront.services.users import (
     hash_password,
     insert_user,
@@ -172,11 +173,13 @@ async def _create_admin(engine: AsyncEngine, email: str, password: str | None, n
     async with sessionmaker() as session, write_transaction(session):
         user = await select_user_by_email(session, email)
         if user is not None:
-            await session.execute(update(User).where(User.id == user.id).values(role="admin"))
+            await session.execute(
+                update(User).where(User.id == user.id).values(role=UserRole.ADMIN)
+            )
             kept = " (password unchanged)" if password is not None else ""
             return f"{email} is now an admin{kept}"
         assert password is not None
-        await insert_user(session, email, hash_password(password), name=name, role="admin")
+        await insert_user(session, email, hash_password(password), name=name, role=UserRole.ADMIN)
     return f"created admin {email}"
 
 
@@ -197,7 +200,7 @@ async def _wallet_credit(engine: AsyncEngine, email: str, amount: str, note: str
             session,
             user.id,
             amount_minor,
-            kind="adjustment",
+            kind=WalletEntryKind.ADJUSTMENT,
             source_reference=f"cli-{uuid.uuid4().hex}",
             note=note.strip(),
             actor="cli",

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.models import Category, Coupon, Product, Slider
+from storefront.models.coupon import CouponKind
 from storefront.services.catalog import bump_catalog_version
 
 
@@ -296,9 +297,9 @@ DEMO_SLIDERS = (
 
 DEMO_COUPONS = (
     # 10 % (1000 basis points), once per customer.
-    DemoCoupon("WELCOME10", "percent", 1_000, max_uses_per_customer=1),
+    DemoCoupon("WELCOME10", CouponKind.PERCENT, 1_000, max_uses_per_customer=1),
     # GH₵ 20.00 off orders of GH₵ 150.00 or more.
-    DemoCoupon("SAVE20", "fixed", 2_000, min_subtotal_minor=15_000),
+    DemoCoupon("SAVE20", CouponKind.FIXED, 2_000, min_subtotal_minor=15_000),
 )
 
 

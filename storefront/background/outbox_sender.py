@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
 from quart import Quart
@@ -20,6 +20,7 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.lib.mail import DeliveryError, Transport, transport_from_config
 from storefront.models import utcnow
+from storefront.models.outbox import OutboxStatus
 from storefront.services import outbox
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ async def _write_outcomes(
             await outbox.mark_sent(session, email_ids, transport_name, now)
     result.sent += sum(len(email_ids) for email_ids in sent_by_transport.values())
     for email, error, status in failed_statuses:
-        if status == "dead":
+        if status == OutboxStatus.DEAD:
             result.dead += 1
             log.error("email %s to %s is dead: %s", email.id, email.to_address, error)
         else:
@@ -186,8 +187,9 @@ async def drain_outbox(
             limit=limit,
             concurrency=concurrency,
         )
-        for field in ("claimed", "sent", "retrying", "dead", "released"):
-            setattr(total, field, getattr(total, field) + getattr(result, field))
+        for field in fields(BatchResult):
+            name = field.name
+            setattr(total, name, getattr(total, name) + getattr(result, name))
         if result.claimed < limit:
             return total
 

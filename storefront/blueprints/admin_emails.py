@@ -9,9 +9,8 @@ from werkzeug.exceptions import BadRequest
 from storefront.db.engine import get_session
 from storefront.db.transactions import write_transaction
 from storefront.lib.mail import describe_transport, transport_from_config
-from storefront.models import OutboxEmail, utcnow
+from storefront.models import OutboxEmail, OutboxStatus, utcnow
 from storefront.services.outbox import (
-    OUTBOX_STATUSES,
     InvalidEmailAddress,
     normalise_address,
     queue_email,
@@ -31,8 +30,8 @@ TEST_EMAIL_KEY_PREFIX = "test-email:"
 def _status_filter(raw: str | None) -> str | None:
     if not raw:
         return None
-    if raw not in OUTBOX_STATUSES:
-        raise BadRequest(f"Unknown status {raw!r}: use one of {', '.join(OUTBOX_STATUSES)}.")
+    if raw not in tuple(OutboxStatus):
+        raise BadRequest(f"Unknown status {raw!r}: use one of {', '.join(OutboxStatus)}.")
     return raw
 
 
@@ -65,7 +64,7 @@ async def _render_outbox(
         has_next=len(rows) > PAGE_SIZE,
         page=page,
         status_filter=status,
-        statuses=OUTBOX_STATUSES,
+        statuses=tuple(OutboxStatus),
         **messages,
     )
 

@@ -10,6 +10,7 @@ from storefront.blueprints.cart import cart_turn
 from storefront.db.engine import get_session
 from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.models import Order, User, utcnow
+from storefront.models.order import DeliveryMethod, OrderStatus, PaymentMethod
 from storefront.services.cart import CartTotals, price_cart, select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
@@ -38,9 +39,9 @@ PAYSTACK_HIDDEN_REASON = (
 
 def _form_values(customer: User, form: MultiDict[str, str] | None) -> dict[str, str]:
     if form is None:
-        return {"delivery": "address", "phone": customer.phone, "address": ""}
+        return {"delivery": DeliveryMethod.ADDRESS, "phone": customer.phone, "address": ""}
     return {
-        "delivery": form.get("delivery", "address"),
+        "delivery": form.get("delivery", DeliveryMethod.ADDRESS),
         "phone": form.get("phone", ""),
         "address": form.get("address", ""),
     }
@@ -84,7 +85,7 @@ async def render_cart_taken(customer: User, form: MultiDict[str, str]) -> Respon
     order = await select_order_that_took_cart(get_session(), customer.id)
     if order is None:
         return await render_checkout(customer, form=form, error=str(EmptyCart()), status=422)
-    if order.status == "pending_payment":
+    if order.status == OrderStatus.PENDING_PAYMENT:
         message = f"Your order {order.number} is waiting for payment: open it to pay for it."
     else:
         status_label = ORDER_STATUS_LABELS.get(order.status, order.status).lower()
@@ -124,7 +125,7 @@ async def pay_with_wallet() -> Response:
     customer = await current_customer()
     assert customer is not None
     form = await request.form
-    if form.get("payment_method", "wallet") != "wallet":
+    if form.get("payment_method", PaymentMethod.WALLET) != PaymentMethod.WALLET:
         return await render_checkout(
             customer,
             form=form,

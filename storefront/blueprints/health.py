@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from storefront.db.engine import sessionmaker_for
 from storefront.models import utcnow
+from storefront.models.outbox import OutboxStatus
 from storefront.services.outbox import select_outbox_backlog
 
 blueprint = Blueprint("health", __name__)
@@ -33,7 +34,7 @@ async def readyz() -> tuple[dict[str, object], int]:
         checks["outbox"] = {
             "backlog": backlog.backlog,
             "oldest_pending_age_seconds": backlog.oldest_pending_age_seconds,
-            "dead": backlog.counts["dead"],
+            "dead": backlog.counts[OutboxStatus.DEAD],
         }
     except Exception as error:  # noqa: BLE001 - any failure means not ready; say which
         reason = str(error) or f"no answer within {READY_TIMEOUT_SECONDS} s"

@@ -6,6 +6,7 @@ from quart import Blueprint, Response, abort, current_app, request
 
 from storefront.db.engine import get_session
 from storefront.models import utcnow
+from storefront.models.order import OrderStatus, PaymentMethod
 from storefront.services.orders import (
     ORDER_STATUS_LABELS,
     select_order_by_number,
@@ -67,7 +68,10 @@ async def order_detail(number: str) -> Response:
         abort(404)
     lines = await select_order_lines(db_session, order.id)
     hold_ends = None
-    if order.status == "pending_payment" and order.payment_method == "paystack":
+    if (
+        order.status == OrderStatus.PENDING_PAYMENT
+        and order.payment_method == PaymentMethod.PAYSTACK
+    ):
         hold = timedelta(minutes=int(current_app.config["PAYSTACK_ABANDON_AFTER_MINUTES"]))
         hold_ends = order.created_at + hold
     return await render_page_or_block(

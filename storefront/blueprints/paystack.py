@@ -20,6 +20,8 @@ from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
+from storefront.models.order import OrderStatus, PaymentMethod
+from storefront.models.payment import PaymentStatus
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
@@ -86,7 +88,7 @@ async def init_payment() -> Response:
     form = await request.form
     if not _enabled():
         return await render_checkout(customer, form=form, error=PAYSTACK_HIDDEN_REASON, status=409)
-    if form.get("payment_method", "paystack") != "paystack":
+    if form.get("payment_method", PaymentMethod.PAYSTACK) != PaymentMethod.PAYSTACK:
         return await render_checkout(
             customer, form=form, error="This button pays with Paystack.", status=422
         )
@@ -164,7 +166,10 @@ async def pay_order_again(number: str) -> Response:
         abort(404)
     if not _enabled():
         return await _problem(PAYSTACK_HIDDEN_REASON, 409)
-    if order.status != "pending_payment" or order.payment_method != "paystack":
+    if (
+        order.status != OrderStatus.PENDING_PAYMENT
+        or order.payment_method != PaymentMethod.PAYSTACK
+    ):
         return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
     db_session.expunge(customer)
     db_session.expunge(order)
@@ -229,7 +234,7 @@ async def callback() -> Response:
         return await render_page_or_block(
             "paystack/result.html", "payment", state=None, message=None, neutral=True
         )
-    if state.purpose == PURPOSE_TOPUP and state.status != "pending":
+    if state.purpose == PURPOSE_TOPUP and state.status != PaymentStatus.PENDING:
         await flash(*_topup_flash(state))
         return redirect("/account/wallet", 303)  # type: ignore[return-value]
     db_session = get_session()
@@ -254,7 +259,7 @@ async def callback() -> Response:
 
 def _topup_flash(state: PaymentState) -> tuple[str, str]:
     amount = format_minor(state.amount_minor, state.currency)
-    if state.status == "success":
+    if state.status == PaymentStatus.SUCCESS:
         return f"Your wallet was topped up with {amount}.", "ok"
     return f"Your top-up of {amount} did not go through: {state.failure_reason}", "error"
 

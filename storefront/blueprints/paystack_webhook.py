@@ -13,6 +13,7 @@ from storefront.db.engine import get_session, sessionmaker_for
 from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.paystack import REFERENCE_PATTERN, SIGNATURE_HEADER, webhook_signature_valid
 from storefront.models import utcnow
+from storefront.models.payment import GatewayStatus, PaymentStatus
 from storefront.services.payments import (
     PaymentSettings,
     credit_success_after_close,
@@ -60,7 +61,7 @@ async def webhook() -> tuple[dict[str, str], int] | tuple[dict[str, str], int, d
         current_app.add_background_task(
             _settle_from_webhook,
             reference,
-            found.get("status") == "success",
+            found.get("status") == GatewayStatus.SUCCESS,
             request_payment_settings(),
         )
     return {"status": "ok"}, 200
@@ -121,9 +122,9 @@ async def _settle_from_webhook(
     state = await finalize_payment(
         sessionmaker, paystack_client_for(current_app), reference, settings
     )
-    if state.status == "pending":
+    if state.status == PaymentStatus.PENDING:
         return
-    if reported_success and state.status in ("failed", "abandoned"):
+    if reported_success and state.status in (PaymentStatus.FAILED, PaymentStatus.ABANDONED):
         # Charged after the shop closed the payment: the money goes to the wallet, once.
         await credit_success_after_close(
             sessionmaker, paystack_client_for(current_app), reference, settings

@@ -3,11 +3,32 @@
 from storefront.models.base import Base, utcnow
 from storefront.models.cart import Cart, CartItem
 from storefront.models.catalog import CatalogVersion, Category, Product, Slider
-from storefront.models.coupon import Coupon, CouponRedemption
-from storefront.models.order import Order, OrderLine
-from storefront.models.outbox import OutboxEmail
-from storefront.models.payment import Payment, WebhookEvent
-from storefront.models.user import Login, User, Wallet, WalletEntry
+from storefront.models.coupon import Coupon, CouponKind, CouponRedemption
+from storefront.models.order import DeliveryMethod, Order, OrderLine, OrderStatus, PaymentMethod
+from storefront.models.outbox import OutboxEmail, OutboxStatus
+from storefront.models.payment import (
+    GatewayStatus,
+    Payment,
+    PaymentPurpose,
+    PaymentStatus,
+    WebhookEvent,
+)
+from storefront.models.user import Login, User, UserRole, Wallet, WalletEntry, WalletEntryKind
+
+# Every state set: one StrEnum each, the only place their values are written. Templates see
+# them as Jinja globals under their class names (e.g. `order.status == OrderStatus.PAID`).
+STATE_ENUMS = (
+    CouponKind,
+    DeliveryMethod,
+    GatewayStatus,
+    OrderStatus,
+    OutboxStatus,
+    PaymentMethod,
+    PaymentPurpose,
+    PaymentStatus,
+    UserRole,
+    WalletEntryKind,
+)
 
 __all__ = [
     "Base",
@@ -16,17 +37,28 @@ __all__ = [
     "CatalogVersion",
     "Category",
     "Coupon",
+    "CouponKind",
     "CouponRedemption",
+    "DeliveryMethod",
+    "GatewayStatus",
     "Login",
     "Order",
     "OrderLine",
+    "OrderStatus",
     "OutboxEmail",
+    "OutboxStatus",
     "Payment",
+    "PaymentMethod",
+    "PaymentPurpose",
+    "PaymentStatus",
+    "STATE_ENUMS",
     "Product",
     "Slider",
     "User",
+    "UserRole",
     "Wallet",
     "WalletEntry",
+    "WalletEntryKind",
     "WebhookEvent",
     "utcnow",
 ]

@@ -1,6 +1,7 @@
 """Declarative base, naming convention and the clock every table uses (naive UTC)."""
 
 from datetime import UTC, datetime
+from enum import StrEnum
 
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -12,6 +13,16 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def one_of(column: str, values: type[StrEnum]) -> str:
+    """CHECK text allowing exactly the enum's values, e.g. `status IN ('pending', 'sent')`."""
+    return f"{column} IN ({', '.join(quoted(value) for value in values)})"
+
+
+def quoted(value: StrEnum) -> str:
+    """An enum value as an SQL string literal (the values hold no quotes)."""
+    return "'" + value + "'"
 
 
 def utcnow() -> datetime:

@@ -1,6 +1,7 @@
 """Coupons and who used them on which order."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -13,7 +14,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storefront.models.base import Base, utcnow
+from storefront.models.base import Base, one_of, quoted, utcnow
+
+
+class CouponKind(StrEnum):
+    PERCENT = "percent"
+    FIXED = "fixed"
 
 
 class Coupon(Base):
@@ -24,9 +30,11 @@ class Coupon(Base):
 
     __tablename__ = "coupons"
     __table_args__ = (
-        CheckConstraint("kind IN ('percent', 'fixed')", name="kind"),
+        CheckConstraint(one_of("kind", CouponKind), name="kind"),
         CheckConstraint("value > 0", name="value_positive"),
-        CheckConstraint("kind <> 'percent' OR value <= 10000", name="percent_at_most_100"),
+        CheckConstraint(
+            f"kind <> {quoted(CouponKind.PERCENT)} OR value <= 10000", name="percent_at_most_100"
+        ),
         CheckConstraint("uses >= 0", name="uses_not_negative"),
         CheckConstraint("max_uses IS NULL OR uses <= max_uses", name="uses_within_max"),
         CheckConstraint("min_subtotal_minor >= 0", name="min_subtotal_not_negative"),

@@ -1,6 +1,7 @@
 """Orders and their lines as sold (name and price snapshots)."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -13,21 +14,33 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storefront.models.base import Base, utcnow
+from storefront.models.base import Base, one_of, utcnow
 
-ORDER_STATUSES = ("pending_payment", "paid", "fulfilled", "cancelled", "refunded")
-PAYMENT_METHODS = ("wallet", "paystack")
+
+class OrderStatus(StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    PAID = "paid"
+    FULFILLED = "fulfilled"
+    CANCELLED = "cancelled"
+    REFUNDED = "refunded"
+
+
+class PaymentMethod(StrEnum):
+    WALLET = "wallet"
+    PAYSTACK = "paystack"
+
+
+class DeliveryMethod(StrEnum):
+    ADDRESS = "address"
+    PICKUP = "pickup"
 
 
 class Order(Base):
     __tablename__ = "orders"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('pending_payment', 'paid', 'fulfilled', 'cancelled', 'refunded')",
-            name="status",
-        ),
-        CheckConstraint("payment_method IN ('wallet', 'paystack')", name="payment_method"),
-        CheckConstraint("delivery IN ('address', 'pickup')", name="delivery"),
+        CheckConstraint(one_of("status", OrderStatus), name="status"),
+        CheckConstraint(one_of("payment_method", PaymentMethod), name="payment_method"),
+        CheckConstraint(one_of("delivery", DeliveryMethod), name="delivery"),
         CheckConstraint("subtotal_minor >= 0", name="subtotal_not_negative"),
         CheckConstraint("discount_minor >= 0", name="discount_not_negative"),
         CheckConstraint("total_minor >= 0", name="total_not_negative"),
@@ -38,7 +51,7 @@ class Order(Base):
     number: Mapped[str] = mapped_column(String(32), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     email: Mapped[str] = mapped_column(String(254))
-    status: Mapped[str] = mapped_column(String(20), default="pending_payment")
+    status: Mapped[str] = mapped_column(String(20), default=OrderStatus.PENDING_PAYMENT)
     payment_method: Mapped[str] = mapped_column(String(16))
     subtotal_minor: Mapped[int] = mapped_column(BigInteger)
     discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -46,7 +59,7 @@ class Order(Base):
     currency: Mapped[str] = mapped_column(String(3), default="GHS")
     coupon_code: Mapped[str | None] = mapped_column(String(40))
     phone: Mapped[str] = mapped_column(String(32), default="")
-    delivery: Mapped[str] = mapped_column(String(16), default="address")
+    delivery: Mapped[str] = mapped_column(String(16), default=DeliveryMethod.ADDRESS)
     address: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     paid_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,19 +1,25 @@
 """Every email the shop decides to send, written in the same transaction as its cause."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storefront.models.base import Base, utcnow
+from storefront.models.base import Base, one_of, utcnow
 
-OUTBOX_STATUSES = ("pending", "sending", "sent", "dead")
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"
 
 
 class OutboxEmail(Base):
     __tablename__ = "outbox_emails"
     __table_args__ = (
-        CheckConstraint("status IN ('pending', 'sending', 'sent', 'dead')", name="status"),
+        CheckConstraint(one_of("status", OutboxStatus), name="status"),
         CheckConstraint("attempts >= 0", name="attempts_not_negative"),
         Index("ix_outbox_emails_status_next_attempt_at", "status", "next_attempt_at"),
     )
@@ -23,7 +29,7 @@ class OutboxEmail(Base):
     subject: Mapped[str] = mapped_column(String(300))
     text_body: Mapped[str] = mapped_column(Text)
     html_body: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime)

@@ -1,6 +1,7 @@
 """Gateway payments and the webhook events Paystack sent about them."""
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -16,14 +17,36 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storefront.models.base import Base, utcnow
+from storefront.models.base import Base, one_of, utcnow
+
+
+class PaymentPurpose(StrEnum):
+    ORDER = "order"
+    WALLET_TOPUP = "wallet_topup"
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    SUCCESS = "success"
+    FAILED = "failed"
+    ABANDONED = "abandoned"
+
+
+class GatewayStatus(StrEnum):
+    """The final statuses Paystack reports for a transaction (not stored in a column of ours);
+    ongoing, pending, processing and queued are not final and need no name."""
+
+    SUCCESS = "success"
+    FAILED = "failed"
+    REVERSED = "reversed"
+    ABANDONED = "abandoned"
 
 
 class Payment(Base):
     __tablename__ = "payments"
     __table_args__ = (
-        CheckConstraint("purpose IN ('order', 'wallet_topup')", name="purpose"),
-        CheckConstraint("status IN ('pending', 'success', 'failed', 'abandoned')", name="status"),
+        CheckConstraint(one_of("purpose", PaymentPurpose), name="purpose"),
+        CheckConstraint(one_of("status", PaymentStatus), name="status"),
         CheckConstraint("amount_minor > 0", name="amount_positive"),
     )
 
@@ -34,7 +57,7 @@ class Payment(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3), default="GHS")
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.PENDING, index=True)
     gateway_response: Mapped[str] = mapped_column(Text, default="")
     failure_reason: Mapped[str] = mapped_column(Text, default="")
     authorization_url: Mapped[str] = mapped_column(String(500), default="")

@@ -1,6 +1,7 @@
 """Users and their wallets with the ledger that explains every balance."""
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -15,28 +16,37 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storefront.models.base import Base, utcnow
+from storefront.models.base import Base, one_of, utcnow
 
-ROLES = ("customer", "admin")
-WALLET_ENTRY_KINDS = ("topup", "payment", "refund", "adjustment")
+
+class UserRole(StrEnum):
+    CUSTOMER = "customer"
+    ADMIN = "admin"
+
+
+class WalletEntryKind(StrEnum):
+    TOPUP = "topup"
+    PAYMENT = "payment"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
 
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint("role IN ('customer', 'admin')", name="role"),)
+    __table_args__ = (CheckConstraint(one_of("role", UserRole), name="role"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     name: Mapped[str] = mapped_column(String(120), default="")
     phone: Mapped[str] = mapped_column(String(32), default="")
-    role: Mapped[str] = mapped_column(String(16), default="customer")
+    role: Mapped[str] = mapped_column(String(16), default=UserRole.CUSTOMER)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     @property
     def is_admin(self) -> bool:
-        return self.role == "admin"
+        return self.role == UserRole.ADMIN
 
 
 class Login(Base):
@@ -68,7 +78,7 @@ class WalletEntry(Base):
         UniqueConstraint("kind", "source_reference"),
         CheckConstraint("amount_minor <> 0", name="amount_not_zero"),
         CheckConstraint("balance_after_minor >= 0", name="balance_after_not_negative"),
-        CheckConstraint("kind IN ('topup', 'payment', 'refund', 'adjustment')", name="kind"),
+        CheckConstraint(one_of("kind", WalletEntryKind), name="kind"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

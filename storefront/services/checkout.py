@@ -12,6 +12,8 @@ from sqlalchemy.orm import make_transient_to_detached
 
 from storefront.lib.money import format_minor
 from storefront.models import Cart, CartItem, Order, OrderLine, Product, User
+from storefront.models.order import DeliveryMethod, OrderStatus, PaymentMethod
+from storefront.models.user import WalletEntryKind
 from storefront.services.cart import CartLine, clear_cart, select_cart_lines
 from storefront.services.coupons import (
     CouponError,
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DELIVERY_CHOICES = ("address", "pickup")
+DELIVERY_CHOICES = tuple(DeliveryMethod)
 PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()-]{6,24}")
 MIN_PHONE_DIGITS = 9
 MAX_ADDRESS_LENGTH = 500
@@ -187,13 +189,13 @@ def validate_delivery(delivery: str, phone: str, address: str) -> Delivery:
         field_errors["phone"] = "Enter a phone number so we can reach you about this order."
     elif not PHONE_PATTERN.fullmatch(phone) or digits < MIN_PHONE_DIGITS:
         field_errors["phone"] = "Enter a phone number like 024 123 4567 or +233 24 123 4567."
-    if method == "address" and not address:
+    if method == DeliveryMethod.ADDRESS and not address:
         field_errors["address"] = "Enter the delivery address (or choose pickup)."
     elif len(address) > MAX_ADDRESS_LENGTH:
         field_errors["address"] = f"Keep the address under {MAX_ADDRESS_LENGTH} characters."
     if field_errors:
         raise InvalidDelivery(field_errors)
-    return Delivery(method, phone, address if method == "address" else "")
+    return Delivery(method, phone, address if method == DeliveryMethod.ADDRESS else "")
 
 
 async def lock_cart(session: AsyncSession, user_id: int, cart_id: int | None = None) -> LockedCart:
@@ -259,7 +261,7 @@ async def _insert_order(
         "number": provisional_order_number(),
         "user_id": user.id,
         "email": user.email,
-        "status": "pending_payment",
+        "status": OrderStatus.PENDING_PAYMENT,
         "payment_method": payment_method,
         "subtotal_minor": plan.subtotal_minor,
         "discount_minor": plan.discount_minor,
@@ -395,11 +397,11 @@ async def select_order_that_took_cart(session: AsyncSession, user_id: int) -> Or
     if newest is None:
         return None
     cart_changed_at = await session.scalar(select(Cart.updated_at).where(Cart.user_id == user_id))
-    if cart_changed_at == newest.created_at or newest.status == "pending_payment":
+    if cart_changed_at == newest.created_at or newest.status == OrderStatus.PENDING_PAYMENT:
         return newest
     return await session.scalar(
         select(Order)
-        .where(Order.user_id == user_id, Order.status == "pending_payment")
+        .where(Order.user_id == user_id, Order.status == OrderStatus.PENDING_PAYMENT)
         .order_by(Order.id.desc())
         .limit(1)
     )
@@ -495,7 +497,9 @@ async def place_wallet_order(
     cleaned = validate_delivery(delivery, phone, address)
     locked = await lock_cart(session, user.id, cart.id if cart is not None else None)
     plan = await _plan(session, user, locked, now, expected_total_minor)
-    reserved = await _insert_order(session, user, plan, "wallet", cleaned, now, currency)
+    reserved = await _insert_order(
+        session, user, plan, PaymentMethod.WALLET, cleaned, now, currency
+    )
     order = reserved.order
     if order.total_minor > 0:
         try:
@@ -505,7 +509,7 @@ async def place_wallet_order(
                 session,
                 user.id,
                 order.total_minor,
-                kind="payment",
+                kind=WalletEntryKind.PAYMENT,
                 source_reference=reserved.number,
                 note=f"Order {reserved.number}",
                 actor=user.email,
@@ -515,7 +519,12 @@ async def place_wallet_order(
         except WalletError as error:
             raise CheckoutError(f"Your wallet cannot pay for this order: {error}") from error
     await transition_order(
-        session, order.id, "pending_payment", "paid", now, number=reserved.number
+        session,
+        order.id,
+        OrderStatus.PENDING_PAYMENT,
+        OrderStatus.PAID,
+        now,
+        number=reserved.number,
     )
     await queue_order_emails(session, order, reserved.lines, admin_email, base_url)
     await clear_cart(session, plan.cart_id, now)
@@ -527,7 +536,9 @@ async def release_order_reservation(
     session: AsyncSession, order_id: int, now: datetime | None = None
 ) -> None:
     """Undo a reservation whose payment failed: restock, give the coupon use back, cancel."""
-    await transition_order(session, order_id, "pending_payment", "cancelled", now)
+    await transition_order(
+        session, order_id, OrderStatus.PENDING_PAYMENT, OrderStatus.CANCELLED, now
+    )
     await restock_order_lines(session, order_id)
     coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
     if coupon_code:

@@ -11,6 +11,7 @@ from sqlalchemy.orm.util import identity_key
 
 from storefront.lib.money import format_minor, percent_discount_minor
 from storefront.models import Coupon, CouponRedemption
+from storefront.models.coupon import CouponKind
 
 MAX_CODE_LENGTH = 40
 
@@ -39,7 +40,9 @@ def discount_for(coupon: Coupon, subtotal_minor: int) -> int:
 
 
 def _discount(kind: str, value: int, subtotal_minor: int) -> int:
-    discount_minor = percent_discount_minor(subtotal_minor, value) if kind == "percent" else value
+    discount_minor = (
+        percent_discount_minor(subtotal_minor, value) if kind == CouponKind.PERCENT else value
+    )
     return max(0, min(discount_minor, subtotal_minor))
 
 

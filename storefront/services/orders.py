@@ -12,23 +12,25 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from storefront.models import Order, OrderLine, Product, utcnow
+from storefront.models.order import OrderStatus
+from storefront.models.user import WalletEntryKind
 from storefront.services.wallet import credit_wallet
 
 # Every legal move; anything not listed here is refused.
 ORDER_TRANSITIONS: dict[str, frozenset[str]] = {
-    "pending_payment": frozenset({"paid", "cancelled"}),
-    "paid": frozenset({"fulfilled", "refunded"}),
-    "fulfilled": frozenset(),
-    "cancelled": frozenset(),
-    "refunded": frozenset(),
+    OrderStatus.PENDING_PAYMENT: frozenset({OrderStatus.PAID, OrderStatus.CANCELLED}),
+    OrderStatus.PAID: frozenset({OrderStatus.FULFILLED, OrderStatus.REFUNDED}),
+    OrderStatus.FULFILLED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+    OrderStatus.REFUNDED: frozenset(),
 }
 ORDER_NUMBER_PREFIX = "CW-"
-ORDER_STATUS_LABELS = {
-    "pending_payment": "Awaiting payment",
-    "paid": "Paid",
-    "fulfilled": "Fulfilled",
-    "cancelled": "Cancelled",
-    "refunded": "Refunded",
+ORDER_STATUS_LABELS: dict[str, str] = {
+    OrderStatus.PENDING_PAYMENT: "Awaiting payment",
+    OrderStatus.PAID: "Paid",
+    OrderStatus.FULFILLED: "Fulfilled",
+    OrderStatus.CANCELLED: "Cancelled",
+    OrderStatus.REFUNDED: "Refunded",
 }
 
 
@@ -94,7 +96,7 @@ async def transition_order(
         raise IllegalTransition(f"An order cannot go from {from_status} to {to_status}.")
     now = now or utcnow()
     values: dict[str, object] = {"status": to_status, "updated_at": now}
-    if to_status == "paid":
+    if to_status == OrderStatus.PAID:
         values["paid_at"] = now
     if number is not None:
         values["number"] = number
@@ -164,7 +166,7 @@ async def refund_order_to_wallet(
 ) -> RefundResult:
     """Paid → refunded, restock, and credit the order's total to the buyer's wallet once."""
     # The conditional status change is the lock: a second caller finds the order already refunded.
-    await transition_order(session, order_id, "paid", "refunded", now)
+    await transition_order(session, order_id, OrderStatus.PAID, OrderStatus.REFUNDED, now)
     order = await session.scalar(
         select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
     )
@@ -177,7 +179,7 @@ async def refund_order_to_wallet(
             session,
             order.user_id,
             order.total_minor,
-            kind="refund",
+            kind=WalletEntryKind.REFUND,
             source_reference=order.number,
             note=f"Refund of order {order.number}",
             actor=actor,

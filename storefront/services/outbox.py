@@ -32,8 +32,8 @@ from sqlalchemy.orm import Session, aliased
 from storefront.db.engine import dialect_name
 from storefront.lib.mail import OutgoingEmail
 from storefront.lib.money import format_minor
-from storefront.models import OutboxEmail, utcnow
-from storefront.models.outbox import OUTBOX_STATUSES
+from storefront.models import STATE_ENUMS, OutboxEmail, utcnow
+from storefront.models.outbox import OutboxStatus
 
 EMAIL_TEMPLATE_FOLDER = Path(__file__).resolve().parent.parent.parent / "templates" / "emails"
 SUBJECT_MAX_LENGTH = 300
@@ -49,6 +49,7 @@ email_environment = Environment(
 )
 email_environment.filters["money"] = format_minor
 email_environment.globals["shop_name"] = "CyberWorld Storefront"
+email_environment.globals.update({enum.__name__: enum for enum in STATE_ENUMS})
 
 # Senders in this process wait on these; a commit that queued email sets them.
 _wake_events: set[asyncio.Event] = set()
@@ -143,7 +144,7 @@ def _pending_row(email: ComposedEmail, now: datetime) -> dict[str, Any]:
         "subject": email.subject,
         "text_body": email.text_body,
         "html_body": email.html_body,
-        "status": "pending",
+        "status": OutboxStatus.PENDING,
         "attempts": 0,
         "next_attempt_at": now,
         "last_error": "",
@@ -271,7 +272,7 @@ class OutboxBacklog:
 
     @property
     def backlog(self) -> int:
-        return self.counts.get("pending", 0) + self.counts.get("sending", 0)
+        return self.counts.get(OutboxStatus.PENDING, 0) + self.counts.get(OutboxStatus.SENDING, 0)
 
 
 async def _execute_for_rowcount(session: AsyncSession, statement: Executable) -> int:
@@ -287,8 +288,8 @@ def backoff_delay(failed_attempts: int) -> timedelta:
 
 def _due(now: datetime) -> ColumnElement[bool]:
     return or_(
-        and_(OutboxEmail.status == "pending", OutboxEmail.next_attempt_at <= now),
-        and_(OutboxEmail.status == "sending", OutboxEmail.claimed_until < now),
+        and_(OutboxEmail.status == OutboxStatus.PENDING, OutboxEmail.next_attempt_at <= now),
+        and_(OutboxEmail.status == OutboxStatus.SENDING, OutboxEmail.claimed_until < now),
     )
 
 
@@ -339,7 +340,7 @@ async def claim_due_emails(
     claim = (
         update(OutboxEmail)
         .where(id_filter, _due(now))
-        .values(status="sending", claimed_until=claimed_until)
+        .values(status=OutboxStatus.SENDING, claimed_until=claimed_until)
         .returning(OutboxEmail)
         .execution_options(synchronize_session=False)
     )
@@ -354,9 +355,9 @@ async def mark_sent(
     marked = await _execute_for_rowcount(
         session,
         update(OutboxEmail)
-        .where(OutboxEmail.id.in_(list(email_ids)), OutboxEmail.status == "sending")
+        .where(OutboxEmail.id.in_(list(email_ids)), OutboxEmail.status == OutboxStatus.SENDING)
         .values(
-            status="sent",
+            status=OutboxStatus.SENT,
             attempts=OutboxEmail.attempts + 1,
             sent_at=now,
             claimed_until=None,
@@ -374,20 +375,20 @@ async def mark_failed(
     permanent refusal. Returns the new status (None when the row was no longer ours)."""
     attempts = await session.scalar(
         select(OutboxEmail.attempts).where(
-            OutboxEmail.id == email_id, OutboxEmail.status == "sending"
+            OutboxEmail.id == email_id, OutboxEmail.status == OutboxStatus.SENDING
         )
     )
     if attempts is None:
         return None
     failed_attempts = attempts + 1
     dead = permanent or failed_attempts >= MAX_ATTEMPTS
-    new_status = "dead" if dead else "pending"
+    new_status = OutboxStatus.DEAD if dead else OutboxStatus.PENDING
     changed = await _execute_for_rowcount(
         session,
         update(OutboxEmail)
         .where(
             OutboxEmail.id == email_id,
-            OutboxEmail.status == "sending",
+            OutboxEmail.status == OutboxStatus.SENDING,
             OutboxEmail.attempts == attempts,
         )
         .values(
@@ -410,8 +411,8 @@ async def release_claims(session: AsyncSession, email_ids: Sequence[int]) -> int
     released = await _execute_for_rowcount(
         session,
         update(OutboxEmail)
-        .where(OutboxEmail.id.in_(list(email_ids)), OutboxEmail.status == "sending")
-        .values(status="pending", claimed_until=None)
+        .where(OutboxEmail.id.in_(list(email_ids)), OutboxEmail.status == OutboxStatus.SENDING)
+        .values(status=OutboxStatus.PENDING, claimed_until=None)
         .execution_options(synchronize_session=False),
     )
     return released
@@ -423,8 +424,8 @@ async def retry_dead_emails(
     """Put dead rows (one, or all) back in the queue with a fresh set of attempts."""
     statement = (
         update(OutboxEmail)
-        .where(OutboxEmail.status == "dead")
-        .values(status="pending", attempts=0, next_attempt_at=now, claimed_until=None)
+        .where(OutboxEmail.status == OutboxStatus.DEAD)
+        .values(status=OutboxStatus.PENDING, attempts=0, next_attempt_at=now, claimed_until=None)
         .execution_options(synchronize_session=False)
     )
     if email_id is not None:
@@ -439,7 +440,9 @@ def _backlog_statement(statuses: Sequence[str]) -> Select[str, int, datetime]:
     unsent = aliased(OutboxEmail)
     # Ids grow in insertion order, so the lowest unsent id is the oldest unsent row.
     oldest_unsent_id = (
-        select(func.min(unsent.id)).where(unsent.status.in_(("pending", "sending")))
+        select(func.min(unsent.id)).where(
+            unsent.status.in_((OutboxStatus.PENDING, OutboxStatus.SENDING))
+        )
     ).scalar_subquery()
     oldest = aliased(OutboxEmail)
     oldest_created_at = (
@@ -453,9 +456,9 @@ def _backlog_statement(statuses: Sequence[str]) -> Select[str, int, datetime]:
 
 
 # Built once: constructing the aliases costs more than running the query.
-_UNSENT_STATUSES = ("pending", "sending", "dead")
+_UNSENT_STATUSES = (OutboxStatus.PENDING, OutboxStatus.SENDING, OutboxStatus.DEAD)
 _BACKLOG_UNSENT = _backlog_statement(_UNSENT_STATUSES)
-_BACKLOG_ALL = _backlog_statement(OUTBOX_STATUSES)
+_BACKLOG_ALL = _backlog_statement(tuple(OutboxStatus))
 
 
 async def select_outbox_backlog(
@@ -465,9 +468,9 @@ async def select_outbox_backlog(
 
     Sent rows pile up forever, so they are counted only when asked (the admin page); /readyz
     reads the (status, next_attempt_at) index for the counts and a single row for the age."""
-    statuses = OUTBOX_STATUSES if count_sent else _UNSENT_STATUSES
+    statuses = tuple(OutboxStatus) if count_sent else _UNSENT_STATUSES
     rows = await session.execute(_BACKLOG_ALL if count_sent else _BACKLOG_UNSENT)
-    counts = dict.fromkeys(statuses, 0)
+    counts: dict[str, int] = dict.fromkeys(statuses, 0)
     oldest_at: datetime | None = None
     for status, count, created_at in rows.all():
         counts[status] = count

@@ -29,6 +29,9 @@ from storefront.lib.paystack import (
     VerifiedTransaction,
 )
 from storefront.models import Cart, Order, Payment, User, WebhookEvent, utcnow
+from storefront.models.order import OrderStatus, PaymentMethod
+from storefront.models.payment import GatewayStatus, PaymentPurpose, PaymentStatus
+from storefront.models.user import WalletEntryKind
 from storefront.services.checkout import (
     CheckoutError,
     EmptyCart,
@@ -47,9 +50,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SessionFactory = async_sessionmaker[AsyncSession]
 
-PURPOSE_ORDER = "order"
-PURPOSE_TOPUP = "wallet_topup"
-FAILED_STATUSES = ("failed", "reversed")
+PURPOSE_ORDER = PaymentPurpose.ORDER
+PURPOSE_TOPUP = PaymentPurpose.WALLET_TOPUP
+FAILED_STATUSES = (GatewayStatus.FAILED, GatewayStatus.REVERSED)
 MAX_REASON_LENGTH = 1000
 
 
@@ -166,7 +169,7 @@ async def insert_payment(
         user_id=user_id,
         amount_minor=amount_minor,
         currency=currency,
-        status="pending",
+        status=PaymentStatus.PENDING,
         created_at=now,
         updated_at=now,
     )
@@ -192,7 +195,7 @@ async def reserve_order_payment(
         session,
         user,
         cart,
-        "paystack",
+        PaymentMethod.PAYSTACK,
         delivery,
         phone,
         address,
@@ -216,25 +219,27 @@ async def _replace_pending_orders(
     older = await session.scalars(
         select(Order.id).where(
             Order.user_id == user_id,
-            Order.status == "pending_payment",
-            Order.payment_method == "paystack",
+            Order.status == OrderStatus.PENDING_PAYMENT,
+            Order.payment_method == PaymentMethod.PAYSTACK,
             Order.id != new_order.id,
         )
     )
     reason = f"Replaced by order {new_order.number}, started later."
     for order_id in sorted(older):
         attempts = await session.scalars(
-            select(Payment.id).where(Payment.order_id == order_id, Payment.status == "pending")
+            select(Payment.id).where(
+                Payment.order_id == order_id, Payment.status == PaymentStatus.PENDING
+            )
         )
         for payment_id in sorted(attempts):
-            await _close_payment(session, payment_id, "abandoned", reason, now)
+            await _close_payment(session, payment_id, PaymentStatus.ABANDONED, reason, now)
         status = await session.scalar(
             select(Order.status).where(Order.id == order_id).with_for_update()
         )
-        if status == "pending_payment":  # it had no attempt left to close
+        if status == OrderStatus.PENDING_PAYMENT:  # it had no attempt left to close
             await release_order_reservation(session, order_id, now)
-            status = "cancelled"
-        if status == "cancelled":  # not paid by an attempt that won meanwhile
+            status = OrderStatus.CANCELLED
+        if status == OrderStatus.CANCELLED:  # not paid by an attempt that won meanwhile
             await return_order_lines_to_cart(session, order_id, user_id)
 
 
@@ -253,7 +258,7 @@ async def insert_order_payment(
             select(Order.status, Order.created_at).where(Order.id == order.id).with_for_update()
         )
     ).one()
-    if found.status != "pending_payment":
+    if found.status != OrderStatus.PENDING_PAYMENT:
         raise OrderStatusChanged(f"Order {order.number} is no longer awaiting payment.")
     if hold is not None and now >= found.created_at + hold:
         minutes = int(hold.total_seconds() // 60)
@@ -330,7 +335,7 @@ async def initialize_payment(
             if payment.order_id is not None:
                 await _lock_cart_first(write_session, payment.user_id)
             return await _close_payment(
-                write_session, payment.id, "failed", reason, now, return_to_cart=True
+                write_session, payment.id, PaymentStatus.FAILED, reason, now, return_to_cart=True
             )
 
         try:
@@ -358,7 +363,7 @@ async def initialize_payment(
     async def accept(write_session: AsyncSession) -> bool:
         stored = await write_session.execute(
             update(Payment)
-            .where(Payment.id == payment.id, Payment.status == "pending")
+            .where(Payment.id == payment.id, Payment.status == PaymentStatus.PENDING)
             .values(authorization_url=initialized.authorization_url[:500], updated_at=now)
             .execution_options(synchronize_session=False)
         )
@@ -425,7 +430,7 @@ def _decide(
     settings: PaymentSettings,
     hold_ends: datetime,
 ) -> _Decision:
-    if verified.status == "success":
+    if verified.status == GatewayStatus.SUCCESS:
         problems = []
         if verified.reference != payment.reference:
             problems.append(
@@ -443,17 +448,20 @@ def _decide(
                 f"but the payment is for {format_minor(payment.amount_minor, payment.currency)}."
             )
         if problems:
-            return _Decision("failed", " ".join(problems), notify_admin=True)
-        return _Decision("success")
+            return _Decision(PaymentStatus.FAILED, " ".join(problems), notify_admin=True)
+        return _Decision(PaymentStatus.SUCCESS)
     if verified.status in FAILED_STATUSES:
         return _Decision(
-            "failed", f"Paystack says the payment {verified.status}: {verified.gateway_response}"
+            PaymentStatus.FAILED,
+            f"Paystack says the payment {verified.status}: {verified.gateway_response}",
         )
-    if verified.status == "abandoned" and now >= hold_ends:
+    if verified.status == GatewayStatus.ABANDONED and now >= hold_ends:
         minutes = int(settings.abandon_after.total_seconds() // 60)
-        return _Decision("abandoned", f"Not completed on Paystack within {minutes} minutes.")
+        return _Decision(
+            PaymentStatus.ABANDONED, f"Not completed on Paystack within {minutes} minutes."
+        )
     # Fresh transactions say "abandoned" too; ongoing/pending/processing/queued are not final.
-    return _Decision("pending")
+    return _Decision(PaymentStatus.PENDING)
 
 
 async def finalize_payment(
@@ -469,7 +477,7 @@ async def finalize_payment(
         payment = await select_payment_by_reference(session, reference)
         if payment is None:
             return PaymentState(reference=reference, status="unknown")
-        if payment.status != "pending":
+        if payment.status != PaymentStatus.PENDING:
             return await select_payment_state(session, reference)
         # An order's attempts all end with the order's hold, however late "Pay again" began.
         order_created_at = await session.scalar(
@@ -485,18 +493,19 @@ async def finalize_payment(
         problem = error
         if error.status_code in (400, 404) and now >= hold_ends:
             decision = _Decision(
-                "abandoned", f"Paystack has no record of this payment ({error.message})."
+                PaymentStatus.ABANDONED,
+                f"Paystack has no record of this payment ({error.message}).",
             )
         else:
-            decision = _Decision("pending")
+            decision = _Decision(PaymentStatus.PENDING)
     except PaystackError as error:
         problem = error
-        decision = _Decision("pending")
+        decision = _Decision(PaymentStatus.PENDING)
     else:
         decision = _decide(payment, verified, now, settings, hold_ends)
 
     async def settle(write_session: AsyncSession) -> bool:
-        if decision.status == "success" and verified is not None:
+        if decision.status == PaymentStatus.SUCCESS and verified is not None:
             return await _give_value(write_session, payment.id, verified, now, settings)
         won = await _close_payment(
             write_session,
@@ -511,7 +520,7 @@ async def finalize_payment(
         return won
 
     async with sessionmaker() as session:
-        if decision.status == "pending":
+        if decision.status == PaymentStatus.PENDING:
             state = await select_payment_state(session, reference)
             return _pending(state, problem) if problem else state
         try:
@@ -519,7 +528,7 @@ async def finalize_payment(
         except ShopBusy:
             return _pending(await select_payment_state(session, reference), None)
         state = await select_payment_state(session, reference)
-        return replace(state, gave_value=won and state.status == "success")
+        return replace(state, gave_value=won and state.status == PaymentStatus.SUCCESS)
 
 
 def _pending(state: PaymentState, error: PaystackError | None) -> PaymentState:
@@ -539,9 +548,9 @@ async def _give_value(
     """The one place value is given: only the winner of pending → success goes on."""
     flipped = await session.execute(
         update(Payment)
-        .where(Payment.id == payment_id, Payment.status == "pending")
+        .where(Payment.id == payment_id, Payment.status == PaymentStatus.PENDING)
         .values(
-            status="success",
+            status=PaymentStatus.SUCCESS,
             verified_at=now,
             updated_at=now,
             gateway_response=verified.gateway_response[:MAX_REASON_LENGTH],
@@ -558,7 +567,9 @@ async def _give_value(
         return True
     assert payment.order_id is not None
     try:
-        await transition_order(session, payment.order_id, "pending_payment", "paid", now)
+        await transition_order(
+            session, payment.order_id, OrderStatus.PENDING_PAYMENT, OrderStatus.PAID, now
+        )
     except OrderStatusChanged:
         # The money is in but the order was closed meanwhile (an admin cancelled it).
         await _queue_payment_problem(
@@ -584,7 +595,7 @@ async def _credit_topup(session: AsyncSession, payment: Payment) -> None:
             session,
             payment.user_id,
             payment.amount_minor,
-            kind="topup",
+            kind=WalletEntryKind.TOPUP,
             source_reference=payment.reference,
             note="Wallet top-up via Paystack",
             actor="paystack",
@@ -634,7 +645,7 @@ async def _close_payment(
     closed = (
         await session.execute(
             update(Payment)
-            .where(Payment.id == payment_id, Payment.status == "pending")
+            .where(Payment.id == payment_id, Payment.status == PaymentStatus.PENDING)
             .values(**values)
             .returning(Payment.order_id, Payment.user_id)
             .execution_options(synchronize_session=False)
@@ -650,7 +661,7 @@ async def _close_payment(
     order_status = await session.scalar(
         select(Order.status).where(Order.id == order_id).with_for_update()
     )
-    if order_status != "pending_payment":
+    if order_status != OrderStatus.PENDING_PAYMENT:
         return True
     live_attempts = await session.scalar(
         select(func.count())
@@ -658,7 +669,7 @@ async def _close_payment(
         .where(
             Payment.order_id == order_id,
             Payment.id != payment_id,
-            Payment.status.in_(("pending", "success")),
+            Payment.status.in_((PaymentStatus.PENDING, PaymentStatus.SUCCESS)),
         )
     )
     if not live_attempts:
@@ -703,7 +714,7 @@ async def report_success_after_close(
 ) -> None:
     """Paystack reports a charge on a payment the shop had closed: the admins must act (once)."""
     payment = await select_payment_by_reference(session, reference)
-    if payment is None or payment.status not in ("failed", "abandoned"):
+    if payment is None or payment.status not in (PaymentStatus.FAILED, PaymentStatus.ABANDONED):
         return
     closed = (
         f"Paystack reports a successful charge for this payment, which the shop had closed as "
@@ -733,7 +744,7 @@ async def credit_success_after_close(
     admins. False when nothing was credited by this call."""
     async with sessionmaker() as session:
         payment = await select_payment_by_reference(session, reference)
-    if payment is None or payment.status not in ("failed", "abandoned"):
+    if payment is None or payment.status not in (PaymentStatus.FAILED, PaymentStatus.ABANDONED):
         return False
     verified: VerifiedTransaction | None = None
     try:
@@ -742,7 +753,7 @@ async def credit_success_after_close(
         log.warning("closed payment %s: could not verify a reported charge: %s", reference, error)
     confirmed = (
         verified is not None
-        and verified.status == "success"
+        and verified.status == GatewayStatus.SUCCESS
         and verified.reference == reference
         and verified.currency == payment.currency
         and is_minor_units(verified.amount_minor)
@@ -757,7 +768,9 @@ async def credit_success_after_close(
                     write_session,
                     payment.user_id,
                     verified.amount_minor,
-                    kind="topup" if payment.purpose == PURPOSE_TOPUP else "refund",
+                    kind=WalletEntryKind.TOPUP
+                    if payment.purpose == PURPOSE_TOPUP
+                    else WalletEntryKind.REFUND,
                     source_reference=reference,
                     note=f"Paystack payment {reference} arrived after it was closed",
                     actor="paystack",
@@ -814,7 +827,7 @@ async def _claim_for_check(
                 update(Payment)
                 .where(
                     Payment.id == payment_id,
-                    Payment.status == "pending",
+                    Payment.status == PaymentStatus.PENDING,
                     Payment.updated_at == seen_updated_at,
                 )
                 .values(updated_at=now)
@@ -847,7 +860,7 @@ async def reconcile_once(
                 select(Payment.id, Payment.reference, Payment.updated_at, Order.created_at)
                 .outerjoin(Order, Order.id == Payment.order_id)
                 .where(
-                    Payment.status == "pending",
+                    Payment.status == PaymentStatus.PENDING,
                     or_(
                         and_(
                             Payment.created_at <= stale_before, Payment.updated_at <= stale_before

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from storefront.models import Login, User, Wallet
+from storefront.models.user import UserRole
 from storefront.services.outbox import InvalidEmailAddress, normalise_address
 
 PASSWORD_METHOD = "scrypt"
@@ -91,7 +92,7 @@ async def insert_user(
     email: str,
     password_hash: str,
     name: str = "",
-    role: str = "customer",
+    role: str = UserRole.CUSTOMER,
     phone: str = "",
 ) -> User:
     """Create a user and their empty wallet in the caller's transaction."""

@@ -11,6 +11,7 @@ from quart_auth import current_user
 
 from storefront.db.engine import get_session
 from storefront.models import User
+from storefront.models.user import UserRole
 from storefront.services.users import select_user_for_login
 from storefront.web.htmx import navigate
 
@@ -59,5 +60,5 @@ def admin_required(view: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]
             abort(403)
         return await view(*args, **kwargs)
 
-    wrapper.requires = "admin"  # type: ignore[attr-defined]
+    wrapper.requires = UserRole.ADMIN  # type: ignore[attr-defined]
     return wrapper
