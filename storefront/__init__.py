@@ -7,10 +7,8 @@ from inspect import iscoroutinefunction
 from pathlib import Path
 from typing import Any, cast
 
-from flask.templating import _default_template_ctx_processor as flask_default_template_context
 from hypercorn.middleware import ProxyFixMiddleware
 from quart import Quart, Response, g, make_response, render_template, request
-from quart_auth import QuartAuth
 from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -122,16 +120,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
 
 def _run_template_context_processors_inline(app: Quart) -> None:
     """Every render runs every context processor, and Quart runs a synchronous one in a thread:
-    a hop per processor per render. Templates use our `customer`, so quart-auth's
-    `current_user` processor (it resolves the auth cookie again on each render) is dropped, and
-    so is Flask's default processor, which every blueprint inherits and which always returns {}
-    under Quart (it reads Flask's context variables). Any other synchronous one runs inline."""
-    unused = (flask_default_template_context, QuartAuth._template_context)
+    a hop per processor per render. The synchronous ones (quart-auth's `current_user`, and the
+    Flask default every blueprint inherits, which returns {} under Quart) are cheap and never
+    block, so each runs inline instead."""
     for name, processors in app.template_context_processors.items():
         app.template_context_processors[name] = [
             processor if iscoroutinefunction(processor) else _inline(cast(SyncProcessor, processor))
             for processor in processors
-            if getattr(processor, "__func__", processor) not in unused
         ]
 
 

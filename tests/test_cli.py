@@ -254,7 +254,7 @@ async def test_unreachable_database_fails_with_one_line(tmp_path):
 
 
 async def test_create_admin_uses_the_registration_password_rule(database_url, monkeypatch):
-    # Finding: create-admin accepted 8-character passwords while registration needs 10.
+    # create-admin refuses what registration refuses, such as passwords under 10 characters.
     await ok(database_url, "db", "upgrade")
     monkeypatch.setenv("DATABASE_URL", database_url)
     for email, password in [

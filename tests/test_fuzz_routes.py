@@ -23,7 +23,7 @@ from tests.test_policy import rules, sample_url, unsafe_methods
 
 pytestmark = pytest.mark.both_databases
 
-# Every form and query field name the shop reads (DESIGN.md's stable names and the others).
+# Every form and query field name the shop reads.
 FIELDS = (
     "email",
     "password",

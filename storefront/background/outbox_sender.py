@@ -221,9 +221,6 @@ class OutboxSender:
         outbox.register_wake_event(self.wake_event)
         self.task = asyncio.create_task(self.run(), name="outbox-sender")
 
-    def wake(self) -> None:
-        self.wake_event.set()
-
     async def run(self) -> None:
         while not self.stop_event.is_set():
             # Cleared before the pass, so a commit during the pass still wakes the next one.
@@ -295,10 +292,3 @@ async def serve_outbox_sender(app: Quart) -> AsyncIterator[None]:
             app.extensions.pop("outbox_sender", None)
     finally:
         outbox.accept_smtputf8_addresses(False)
-
-
-def notify_outbox(app: Quart) -> None:
-    """Wake the app's sender now (queue_email's commit already does this for its session)."""
-    sender = app.extensions.get("outbox_sender")
-    if sender is not None:
-        sender.wake()

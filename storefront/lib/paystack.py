@@ -17,7 +17,6 @@ import httpx
 
 from storefront.lib.money import is_minor_units
 
-DEFAULT_BASE_URL = "https://api.paystack.co"
 REFERENCE_PATTERN = re.compile(r"[A-Za-z0-9.=-]{1,100}")
 SIGNATURE_HEADER = "x-paystack-signature"
 

@@ -233,8 +233,7 @@ def wake_senders() -> None:
 
 
 MAX_ATTEMPTS = 5
-# The waits after the 1st to 4th failed attempt. DESIGN.md lists a fifth step (16 minutes) but
-# also makes the 5th failure final, so that wait never comes.
+# The waits after the 1st to 4th failed attempt; the 5th failure is final, so no wait follows it.
 BACKOFF_MINUTES = (1, 2, 4, 8)
 DEFAULT_BATCH_SIZE = 50
 DEFAULT_CLAIM_SECONDS = 300

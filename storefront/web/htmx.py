@@ -64,18 +64,6 @@ async def render_page_or_block(
     return response
 
 
-async def render_fragment_or_page(
-    fragment_template: str, page_template: str, status: int = 200, **context: Any
-) -> Response:
-    """A partial template for htmx, the full page otherwise."""
-    template = fragment_template if is_htmx() else page_template
-    response = cast(
-        Response, await make_response(await render_template(template, **context), status)
-    )
-    response.headers["Vary"] = "HX-Request"
-    return response
-
-
 async def navigate(url: str) -> Response:
     """Full navigation: 204 + HX-Redirect for htmx (it ignores 3xx headers), else 303."""
     if request.headers.get("HX-Request") == "true":

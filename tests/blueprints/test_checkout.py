@@ -27,7 +27,7 @@ from tests.fixtures_shop import badge_cookie, set_badge_cookie
 
 HX = {"HX-Request": "true"}
 ADMIN_EMAIL = "orders-desk@example.com"
-# Races fire many requests at once: helper C's rate limits would refuse most of them.
+# Races fire many requests at once: the rate limits would refuse most of them.
 RACE_OVERRIDES = [{"ADMIN_EMAIL": ADMIN_EMAIL, "RATELIMIT_ENABLED": False}]
 
 
@@ -497,7 +497,7 @@ async def test_race_one_shopper_submits_twenty_times(
         *(client.post("/pay/wallet", form=checkout_form(20_000)) for client in clients)
     )
 
-    # The others are told which order took the cart (issue 11: one cart, one order).
+    # The others are told which order took the cart: one cart turns into at most one order.
     assert sorted(response.status_code for response in responses) == [303] + [409] * 19
     assert await _count(session, Order) == 1
     number = await session.scalar(select(Order.number))

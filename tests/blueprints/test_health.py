@@ -108,3 +108,14 @@ def test_port_one_is_closed():
     with socket.socket() as probe:
         probe.settimeout(1)
         assert probe.connect_ex(("127.0.0.1", 1)) != 0
+
+
+async def test_healthz(client):
+    response = await client.get("/healthz")
+    assert response.status_code == 200
+    assert (await response.get_json())["status"] == "ok"
+
+
+async def test_readyz_ok(client):
+    response = await client.get("/readyz")
+    assert response.status_code == 200

@@ -1,6 +1,6 @@
-"""Issue 11, Money: one cart turns into at most one live order, bounded holds, a private callback.
+"""Money: one cart turns into at most one live order, bounded holds, a private callback.
 
-Each test is named after the finding it reproduces; all run against the fake Paystack over
+Each test is named after the failure it guards against; all run against the fake Paystack over
 real HTTP, and the racing ones on SQLite and PostgreSQL.
 """
 

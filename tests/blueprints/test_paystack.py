@@ -12,7 +12,6 @@ from sqlalchemy import func, select, update
 from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.checkout import PAYSTACK_HIDDEN_REASON
 from storefront.blueprints.paystack import TOPUP_UNAVAILABLE
-from storefront.config import ConfigError, load_config
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.lib.paystack import sign_webhook_body
@@ -839,47 +838,6 @@ async def test_without_keys_paystack_is_hidden_and_refused_with_the_reason(
     assert webhook.status_code == 401
     assert (await client.get("/paystack/callback?reference=abc")).status_code == 404
     assert await snapshot() == before
-
-
-def _clean_paystack_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "PAYSTACK_ENABLED",
-        "PAYSTACK_SECRET_KEY",
-        "PAYSTACK_PUBLIC_KEY",
-        "STOREFRONT_ENV",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-PRODUCTION = {
-    "STOREFRONT_ENV": "production",
-    "SECRET_KEY": "k" * 32 + "-a-long-random-secret",
-    "PUBLIC_BASE_URL": "https://shop.example.com",
-}
-
-
-def test_production_refuses_to_start_with_half_the_paystack_keys(monkeypatch):
-    _clean_paystack_env(monkeypatch)
-    with pytest.raises(ConfigError, match="PAYSTACK_PUBLIC_KEY"):
-        load_config({**PRODUCTION, "PAYSTACK_SECRET_KEY": "sk_live_x", "PAYSTACK_PUBLIC_KEY": ""})
-    with pytest.raises(ConfigError, match="PAYSTACK_SECRET_KEY"):
-        load_config({**PRODUCTION, "PAYSTACK_SECRET_KEY": "", "PAYSTACK_PUBLIC_KEY": "pk_live_x"})
-
-
-def test_production_refuses_paystack_enabled_without_keys(monkeypatch):
-    _clean_paystack_env(monkeypatch)
-    monkeypatch.setenv("PAYSTACK_ENABLED", "true")
-    with pytest.raises(ConfigError, match="Paystack is enabled but PAYSTACK_SECRET_KEY is not set"):
-        load_config({**PRODUCTION, "PAYSTACK_SECRET_KEY": "", "PAYSTACK_PUBLIC_KEY": ""})
-
-
-def test_keys_enable_paystack_and_no_keys_disable_it(monkeypatch):
-    _clean_paystack_env(monkeypatch)
-    keys = {"PAYSTACK_SECRET_KEY": "sk_live_x", "PAYSTACK_PUBLIC_KEY": "pk_live_x"}
-    assert load_config({**PRODUCTION, **keys})["PAYSTACK_ENABLED"] is True
-    no_keys = {"PAYSTACK_SECRET_KEY": "", "PAYSTACK_PUBLIC_KEY": ""}
-    assert load_config({**PRODUCTION, **no_keys})["PAYSTACK_ENABLED"] is False
-    assert load_config({"STOREFRONT_ENV": "development", **no_keys})["PAYSTACK_ENABLED"] is False
 
 
 async def test_a_refused_retry_says_why_and_the_first_attempt_keeps_the_items(

@@ -1,11 +1,15 @@
-"""Wallet movements inside a caller's larger transaction: what a refusal leaves behind."""
+"""Wallet movements: racing debits and credits, and what a refusal leaves behind inside a caller's
+larger transaction."""
+
+import asyncio
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Product, WalletEntry
+from storefront.services import wallet as wallet_service
 from storefront.services.wallet import (
     DuplicateLedgerEntry,
     InsufficientBalance,
@@ -131,3 +135,47 @@ async def test_a_user_without_a_wallet_is_refused(app, make_user, session):
             await debit_wallet(own, user.id, 1, kind="payment", source_reference="CW-900009")
         with pytest.raises(WalletError, match="no wallet"):
             await credit_wallet(own, user.id, 1, kind="refund", source_reference="CW-900009")
+
+
+@pytest.mark.both_databases
+async def test_wallet_debit_race_never_overdraws(app, make_user, session):
+    user = await make_user(balance_minor=1000)
+
+    async def debit(attempt: int) -> bool:
+        async with sessionmaker_for(app)() as own, write_transaction(own):
+            try:
+                await wallet_service.debit_wallet(
+                    own, user.id, 300, kind="payment", source_reference=f"race-{attempt}"
+                )
+            except wallet_service.InsufficientBalance:
+                return False
+        return True
+
+    results = await asyncio.gather(*(debit(n) for n in range(10)))
+    assert sum(results) == 3
+    wallet = await wallet_of(session, user)
+    assert wallet.balance_minor == 100
+    entries_sum = await session.scalar(
+        select(func.sum(WalletEntry.amount_minor)).where(WalletEntry.wallet_id == wallet.id)
+    )
+    assert entries_sum == 100
+    assert await wallet_service.select_ledger_mismatches(session) == []
+
+
+@pytest.mark.both_databases
+async def test_same_source_credits_once(app, make_user, session):
+    user = await make_user()
+
+    async def credit() -> bool:
+        async with sessionmaker_for(app)() as own, write_transaction(own):
+            try:
+                await wallet_service.credit_wallet(
+                    own, user.id, 500, kind="refund", source_reference="CW-000001"
+                )
+            except wallet_service.DuplicateLedgerEntry:
+                return False
+        return True
+
+    results = await asyncio.gather(*(credit() for _ in range(8)))
+    assert sum(results) == 1
+    assert (await wallet_of(session, user)).balance_minor == 500

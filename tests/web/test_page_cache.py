@@ -1,12 +1,16 @@
 """The page cache: an LRU that builds once per key, drops stale generations and entries past their
-age, and stays within its byte budget; gzip negotiation."""
+age, and stays within its byte budget; gzip negotiation; shared pages show per-shopper values
+only through the CSRF token and cart badge slots."""
 
 import asyncio
 
 import pytest
+from quart.signals import template_rendered
 
+from storefront.blueprints.cart import CART_TOKEN_KEY
 from storefront.web import page_cache
 from storefront.web.page_cache import PageCache
+from tests.fixtures_shop import set_badge_cookie
 
 
 class Clock:
@@ -142,3 +146,74 @@ async def test_cached_pages_still_serve_when_the_version_check_fails(
     response = await client.get("/")
     assert response.status_code == 200
     assert "Radio" in await response.get_data(as_text=True)
+
+
+async def _shared_page_urls(add_category, add_product) -> list[str]:
+    """The pages every guest shares: home, a category, a product and a search."""
+    category = await add_category("Radios")
+    product = await add_product("Transistor Radio", category=category)
+    return ["/", f"/?category={category.slug}", f"/products/{product.slug}", "/?q=radio"]
+
+
+async def _body_and_token(client, url: str) -> tuple[str, str]:
+    response = await client.get(url)
+    assert response.status_code == 200, url
+    async with client.session_transaction() as browser_session:
+        return await response.get_data(as_text=True), browser_session["csrf_token"]
+
+
+async def test_shared_pages_differ_between_guests_only_at_the_token_and_the_badge(
+    app, add_category, add_product
+):
+    urls = await _shared_page_urls(add_category, add_product)
+    renders = []
+
+    def record(_app, **kwargs):
+        renders.append(kwargs["template"])
+
+    template_rendered.connect(record, app)
+    # Badge counts no page shows otherwise, so each one found is the badge slot.
+    first, second = app.test_client(), app.test_client()
+    set_badge_cookie(first, 731)
+    set_badge_cookie(second, 946)
+    for guest, cart_token in ((first, "first-guests-cart-token"), (second, "second-cart-token")):
+        async with guest.session_transaction() as browser_session:
+            browser_session[CART_TOKEN_KEY] = cart_token
+    for url in urls:
+        first_body, first_token = await _body_and_token(first, url)
+        second_body, second_token = await _body_and_token(second, url)
+        assert first_token != second_token
+        assert first_token in first_body and "731" in first_body
+        assert second_token in second_body and "946" in second_body
+        assert "cart-token" not in first_body + second_body
+        first_page = first_body.replace(first_token, "TOKEN").replace("731", "COUNT")
+        second_page = second_body.replace(second_token, "TOKEN").replace("946", "COUNT")
+        assert first_page == second_page, url
+    template_rendered.disconnect(record, app)
+    assert len(renders) == len(urls)  # the second guest got the cached bytes
+
+
+async def test_nothing_of_a_signed_in_or_flashed_shopper_reaches_a_shared_page(
+    app, add_category, add_product, make_user, sign_in
+):
+    urls = await _shared_page_urls(add_category, add_product)
+    user = await make_user(email="ama.mensah@example.com", name="Ama Mensah")
+    signed_in, flashed = app.test_client(), app.test_client()
+    sign_in(signed_in, user)
+    shoppers = ((signed_in, "Welcome back, Ama."), (flashed, "Added 1 × Radio."))
+    for shopper, _flash in shoppers:
+        set_badge_cookie(shopper, 731)
+        async with shopper.session_transaction() as browser_session:
+            browser_session[CART_TOKEN_KEY] = "own-cart-token"
+    private_values = ["Ama Mensah", "ama.mensah@example.com", "own-cart-token", "731"]
+    # They ask first, so a page built from their request would be the one cached.
+    for url in urls:
+        for shopper, flash in shoppers:
+            async with shopper.session_transaction() as browser_session:
+                browser_session["_flashes"] = [("ok", flash)]
+            body, token = await _body_and_token(shopper, url)
+            assert flash in body and ("Ama Mensah" in body) == (shopper is signed_in)
+            private_values += [flash, token]
+    for url in urls:
+        guest_body, _ = await _body_and_token(app.test_client(), url)
+        assert [value for value in private_values if value in guest_body] == [], url
