@@ -3,6 +3,7 @@
 from typing import Any
 
 from quart import Blueprint, Response, current_app, flash, request
+from quart_rate_limiter import rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
@@ -26,6 +27,7 @@ from storefront.web.auth import current_customer, login_required
 from storefront.web.cart_badge import show_badge_count
 from storefront.web.htmx import navigate, render_page_or_block
 from storefront.web.public_url import public_base_url
+from storefront.web.security import per_minute
 
 blueprint = Blueprint("checkout", __name__)
 
@@ -118,6 +120,7 @@ async def checkout_page() -> Response:
 
 
 @blueprint.post("/pay/wallet")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def pay_with_wallet() -> Response:
     """Pay for the whole cart from the wallet in one transaction, or say in place why not."""

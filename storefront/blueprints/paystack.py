@@ -50,7 +50,7 @@ from storefront.web.auth import current_customer, login_required
 from storefront.web.cart_badge import show_badge_count
 from storefront.web.htmx import navigate, render_page_or_block
 from storefront.web.public_url import public_base_url
-from storefront.web.security import client_address_key
+from storefront.web.security import client_address_key, per_minute
 
 blueprint = Blueprint("paystack", __name__)
 
@@ -78,6 +78,7 @@ def _enabled() -> bool:
 
 
 @blueprint.post("/paystack/init")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def init_payment() -> Response:
     """Reserve the cart as an order awaiting payment and send the shopper to Paystack."""
@@ -151,6 +152,7 @@ async def init_payment() -> Response:
 
 
 @blueprint.post("/paystack/orders/<number>/pay")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def pay_order_again(number: str) -> Response:
     """A new Paystack attempt (new reference) for the shopper's order still awaiting payment."""
@@ -267,6 +269,7 @@ async def wallet_topup_form() -> Response:
 
 
 @blueprint.post("/account/wallet/topup")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def wallet_topup() -> Response:
     """Top up the wallet through Paystack: amount in cedis as typed, within the shop's limits."""
