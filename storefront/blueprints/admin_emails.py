@@ -21,6 +21,7 @@ from storefront.services.outbox import (
 )
 from storefront.web.auth import admin_required, current_customer
 from storefront.web.htmx import is_htmx, navigate, render_page_or_block
+from storefront.web.settings import settings
 
 blueprint = Blueprint("admin_emails", __name__)
 
@@ -148,7 +149,7 @@ async def _render_test_email(
 @admin_required
 async def test_email_form() -> Response:
     """Send a test email to check the mail settings (the form; only the POST sends)."""
-    return await _render_test_email(current_app.config.get("ADMIN_EMAIL") or "")
+    return await _render_test_email(settings().admin_email)
 
 
 @blueprint.post("/admin/test-email")

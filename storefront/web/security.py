@@ -7,6 +7,7 @@ from datetime import timedelta
 from quart import Quart, Response, render_template, request
 from quart_rate_limiter import RateLimit, RateLimitExceeded
 
+from storefront.config import app_settings
 from storefront.web.htmx import is_htmx
 from storefront.web.rate_limits import SharedRateLimiter, make_rate_limit_store
 
@@ -72,9 +73,13 @@ def init_security(app: Quart) -> None:
     """Security headers, and a rate limiter of this app's own (call after blueprints)."""
     # Counts shared by every worker (Redis, else a file on this machine), named after the
     # database: apps on other databases (tests) never share them.
+    settings = app_settings(app)
     SharedRateLimiter(
-        app, key_function=client_address_key, store=make_rate_limit_store(dict(app.config))
+        app,
+        key_function=client_address_key,
+        store=make_rate_limit_store(
+            settings.database_url, settings.redis_url, settings.ratelimit_store_path
+        ),
     )
     app.register_error_handler(RateLimitExceeded, render_rate_limited)
-    production = app.config["STOREFRONT_ENV"] == "production"
-    app.after_request(security_headers_hook(production))
+    app.after_request(security_headers_hook(settings.production))
