@@ -214,6 +214,7 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config["QUART_AUTH_COOKIE_SECURE"] = cookie_secure
     config.setdefault("SESSION_COOKIE_SECURE", cookie_secure)
     config["DATABASE_URL"] = normalise_database_url(config["DATABASE_URL"])
+    config["PAYSTACK_CURRENCY"] = config["PAYSTACK_CURRENCY"] or Settings.paystack_currency
     config["QUART_RATE_LIMITER_ENABLED"] = config["RATELIMIT_ENABLED"]
     config["PAYSTACK_ENABLED"] = bool(
         config["PAYSTACK_SECRET_KEY"] and config["PAYSTACK_PUBLIC_KEY"]

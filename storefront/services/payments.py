@@ -81,7 +81,7 @@ class PaymentSettings:
 def payment_settings(settings: Settings, base_url: str | None = None) -> PaymentSettings:
     """From the shop's settings; `base_url` (the request's) when PUBLIC_BASE_URL is unset."""
     return PaymentSettings(
-        currency=settings.paystack_currency or "GHS",
+        currency=settings.paystack_currency,
         admin_email=settings.admin_email,
         base_url=(settings.public_base_url or base_url or "").rstrip("/"),
         abandon_after=timedelta(minutes=settings.paystack_abandon_after_minutes),
