@@ -214,7 +214,14 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config["QUART_AUTH_COOKIE_SECURE"] = cookie_secure
     config.setdefault("SESSION_COOKIE_SECURE", cookie_secure)
     config["DATABASE_URL"] = normalise_database_url(config["DATABASE_URL"])
-    config["PAYSTACK_CURRENCY"] = config["PAYSTACK_CURRENCY"] or Settings.paystack_currency
+    for name in (
+        "PAYSTACK_CURRENCY",
+        "MAIL_DEFAULT_SENDER",
+        "MAIL_TIMEOUT_SECONDS",
+        "SENDGRID_BASE_URL",
+    ):
+        # Left blank (or 0) in .env: the default, as the readers of these once did themselves.
+        config[name] = config[name] or getattr(Settings, name.lower())
     config["QUART_RATE_LIMITER_ENABLED"] = config["RATELIMIT_ENABLED"]
     config["PAYSTACK_ENABLED"] = bool(
         config["PAYSTACK_SECRET_KEY"] and config["PAYSTACK_PUBLIC_KEY"]

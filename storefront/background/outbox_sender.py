@@ -16,10 +16,10 @@ from datetime import datetime
 from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from storefront.config import app_settings
+from storefront.config import Settings, app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import DeliveryError, Transport, transport_from_config
+from storefront.lib.mail import DeliveryError, Transport, choose_transport
 from storefront.models import utcnow
 from storefront.services import outbox
 
@@ -262,12 +262,28 @@ class OutboxSender:
                 await task
 
 
+def mail_transport(settings: Settings) -> Transport:
+    """The transport the MAIL_* and SENDGRID_* settings choose."""
+    return choose_transport(
+        settings.mail_default_sender,
+        timeout=float(settings.mail_timeout_seconds),
+        smtp_server=settings.mail_server,
+        smtp_port=settings.mail_port,
+        use_ssl=settings.mail_use_ssl,
+        use_starttls=settings.mail_use_tls,
+        username=settings.mail_username,
+        password=settings.mail_password,
+        sendgrid_api_key=settings.sendgrid_api_key,
+        sendgrid_base_url=settings.sendgrid_base_url,
+    )
+
+
 def sender_for(app: Quart, transport: Transport | None = None) -> OutboxSender:
     """An OutboxSender configured from the app's settings."""
     settings = app_settings(app)
     return OutboxSender(
         sessionmaker_for(app),
-        transport or transport_from_config(app.config),
+        transport or mail_transport(settings),
         batch_size=settings.outbox_batch_size,
         poll_seconds=float(settings.outbox_poll_seconds),
         claim_seconds=settings.outbox_claim_seconds,
