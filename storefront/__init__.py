@@ -29,7 +29,7 @@ from storefront.blueprints import (
     paystack_webhook,
     shop,
 )
-from storefront.config import load_config
+from storefront.config import Settings, load_config
 from storefront.db.engine import close_session, serve_database
 from storefront.db.errors import is_database_busy
 from storefront.db.sqlite_batches import serve_sqlite_batch_writer
@@ -62,6 +62,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         static_folder=str(PROJECT_ROOT / "static"),
     )
     app.config.update(config)
+    settings = Settings.from_config(config)
+    app.extensions["settings"] = settings
     # First of the before-request hooks: nothing may touch the database before the body is in.
     request_input.init_request_input(app)
     init_auth(app)
@@ -102,10 +104,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         return {"cart_count": badge_count()}
 
     _run_template_context_processors_inline(app)
-    if config["TRUSTED_PROXY_HOPS"]:
+    if settings.trusted_proxy_hops:
         # The client address (rate limits), scheme and host as the trusted proxies saw them.
         app.asgi_app = ProxyFixMiddleware(  # type: ignore[method-assign]
-            app.asgi_app, mode="legacy", trusted_hops=config["TRUSTED_PROXY_HOPS"]
+            app.asgi_app, mode="legacy", trusted_hops=settings.trusted_proxy_hops
         )
 
     @app.while_serving  # type: ignore[type-var]

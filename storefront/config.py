@@ -3,9 +3,14 @@
 import logging
 import os
 import secrets
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
 from dotenv import load_dotenv
+
+if TYPE_CHECKING:
+    from quart import Quart
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,16 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from error
 
 
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from error
+
+
 def normalise_database_url(url: str) -> str:
     """Map the plain URLs hosting providers hand out onto the async drivers we use."""
     for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
@@ -61,64 +76,136 @@ def database_url_from_env() -> str:
     return normalise_database_url(os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL)
 
 
+# A field's environment name is its name in capitals, unless its metadata names another
+# (`env`), or none for a value derived from the others.
+DERIVED: dict[str, Any] = {"env": None}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting the shop reads, with its default: the one place for both (README's table)."""
+
+    storefront_env: str = "development"
+    database_url: str = DEFAULT_DATABASE_URL
+    shop_name: str = "CyberWorld Storefront"
+    public_base_url: str = ""
+    paystack_public_key: str = ""
+    paystack_secret_key: str = ""
+    # Production refuses to start without both keys (a deployment that must take cards).
+    paystack_required: bool = field(default=False, metadata={"env": "PAYSTACK_ENABLED"})
+    paystack_enabled: bool = field(default=False, metadata=DERIVED)  # both keys are set
+    paystack_base_url: str = "https://api.paystack.co"
+    paystack_currency: str = "GHS"
+    paystack_timeout_seconds: int = 15
+    paystack_abandon_after_minutes: int = 30
+    paystack_reconcile_after_minutes: int = 3
+    paystack_max_units_per_product: int = 10
+    reconciler_enabled: bool = True
+    reconciler_interval_seconds: int = 60
+    mail_server: str = ""
+    mail_port: int = 0
+    mail_use_ssl: bool = False
+    mail_use_tls: bool = False
+    mail_username: str = ""
+    mail_password: str = ""
+    mail_default_sender: str = "CyberWorld Storefront <shop@localhost>"
+    mail_timeout_seconds: int = 30
+    mail_smtputf8: bool = False
+    admin_email: str = ""
+    sendgrid_api_key: str = ""
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    sentry_dsn: str = ""
+    upload_folder: str = "static/uploads"
+    outbox_sender_enabled: bool = True
+    outbox_batch_size: int = 50
+    outbox_poll_seconds: int = 5
+    outbox_claim_seconds: int = 300
+    outbox_send_concurrency: int = 4
+    ratelimit_enabled: bool = True
+    redis_url: str = ""
+    ratelimit_store_path: str = ""
+    wallet_topup_max_minor: int = 500_000
+    sqlite_busy_timeout_ms: int = 30_000
+    trusted_proxy_hops: int = 0
+    database_timeout_seconds: int = 10
+    form_body_timeout_seconds: int = 10
+    catalog_cache_enabled: bool = True
+    # Tests write rows without bumping the catalog version and look at once: 0 under TESTING.
+    catalog_cache_check_seconds: float = 1.0
+    catalog_cache_max_age_seconds: float = 60.0
+    catalog_cache_max_bytes: int = 32 * 1024 * 1024
+
+    @property
+    def production(self) -> bool:
+        return self.storefront_env == "production"
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "Settings":
+        """The settings in a load_config mapping (or app.config), by their capitalised names."""
+        return cls(**{setting.name: config[setting.name.upper()] for setting in fields(cls)})
+
+
+# Names read besides the fields' own: the old Flask shop's, and quart-auth's cookie flag.
+OTHER_ENVIRONMENT_NAMES = (
+    "FLASK_ENV",
+    "SECRET_KEY",
+    "FLASK_SECRET_KEY",
+    "QUART_AUTH_COOKIE_SECURE",
+)
+
+
+def environment_names() -> set[str]:
+    """Every environment variable load_config reads."""
+    names = {setting.metadata.get("env", setting.name.upper()) for setting in fields(Settings)}
+    return (names - {None}) | set(OTHER_ENVIRONMENT_NAMES)
+
+
+def _settings_from_env() -> dict[str, Any]:
+    readers = {bool: _env_bool, int: _env_int, float: _env_float}
+    config: dict[str, Any] = {}
+    for setting in fields(Settings):
+        name = setting.metadata.get("env", setting.name.upper())
+        default: Any = setting.default
+        if name is None:
+            config[setting.name.upper()] = default
+        elif setting.type in readers:
+            config[setting.name.upper()] = readers[setting.type](name, default)
+        else:
+            config[setting.name.upper()] = os.environ.get(name, default)
+    return config
+
+
 def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Read settings from the environment (and .env), apply overrides, refuse unsafe production."""
+    """Read settings from the environment (and .env), apply overrides, refuse unsafe production.
+
+    The result goes into app.config: the Settings fields by their capitalised names, and the
+    keys Quart and quart-auth read themselves."""
     load_dotenv(override=False)
-    env = os.environ.get("STOREFRONT_ENV") or os.environ.get("FLASK_ENV") or "development"
-    config: dict[str, Any] = {
-        "STOREFRONT_ENV": env,
-        "SECRET_KEY": os.environ.get("SECRET_KEY") or os.environ.get("FLASK_SECRET_KEY"),
-        "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-        "SHOP_NAME": os.environ.get("SHOP_NAME", "CyberWorld Storefront"),
-        "PAYSTACK_PUBLIC_KEY": os.environ.get("PAYSTACK_PUBLIC_KEY", ""),
-        "PAYSTACK_SECRET_KEY": os.environ.get("PAYSTACK_SECRET_KEY", ""),
-        "PAYSTACK_BASE_URL": os.environ.get("PAYSTACK_BASE_URL", "https://api.paystack.co"),
-        "PAYSTACK_CURRENCY": os.environ.get("PAYSTACK_CURRENCY", "GHS"),
-        "PAYSTACK_TIMEOUT_SECONDS": _env_int("PAYSTACK_TIMEOUT_SECONDS", 15),
-        "PAYSTACK_ABANDON_AFTER_MINUTES": _env_int("PAYSTACK_ABANDON_AFTER_MINUTES", 30),
-        "PAYSTACK_RECONCILE_AFTER_MINUTES": _env_int("PAYSTACK_RECONCILE_AFTER_MINUTES", 3),
-        "PAYSTACK_MAX_UNITS_PER_PRODUCT": _env_int("PAYSTACK_MAX_UNITS_PER_PRODUCT", 10),
-        "RECONCILER_INTERVAL_SECONDS": _env_int("RECONCILER_INTERVAL_SECONDS", 60),
-        "MAIL_SERVER": os.environ.get("MAIL_SERVER", ""),
-        "MAIL_PORT": _env_int("MAIL_PORT", 0),
-        "MAIL_USE_SSL": _env_bool("MAIL_USE_SSL", False),
-        "MAIL_USE_TLS": _env_bool("MAIL_USE_TLS", False),
-        "MAIL_USERNAME": os.environ.get("MAIL_USERNAME", ""),
-        "MAIL_PASSWORD": os.environ.get("MAIL_PASSWORD", ""),
-        "MAIL_DEFAULT_SENDER": os.environ.get(
-            "MAIL_DEFAULT_SENDER", "CyberWorld Storefront <shop@localhost>"
-        ),
-        "ADMIN_EMAIL": os.environ.get("ADMIN_EMAIL", ""),
-        "SENDGRID_API_KEY": os.environ.get("SENDGRID_API_KEY", ""),
-        "SENDGRID_BASE_URL": os.environ.get("SENDGRID_BASE_URL", "https://api.sendgrid.com"),
-        "SENTRY_DSN": os.environ.get("SENTRY_DSN", ""),
-        "UPLOAD_FOLDER": os.environ.get("UPLOAD_FOLDER", "static/uploads"),
-        "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", ""),
-        "OUTBOX_SENDER_ENABLED": _env_bool("OUTBOX_SENDER_ENABLED", True),
-        "OUTBOX_BATCH_SIZE": _env_int("OUTBOX_BATCH_SIZE", 50),
-        "OUTBOX_POLL_SECONDS": _env_int("OUTBOX_POLL_SECONDS", 5),
-        "OUTBOX_CLAIM_SECONDS": _env_int("OUTBOX_CLAIM_SECONDS", 300),
-        "OUTBOX_SEND_CONCURRENCY": _env_int("OUTBOX_SEND_CONCURRENCY", 4),
-        "MAIL_TIMEOUT_SECONDS": _env_int("MAIL_TIMEOUT_SECONDS", 30),
-        "MAIL_SMTPUTF8": _env_bool("MAIL_SMTPUTF8", False),
-        "RECONCILER_ENABLED": _env_bool("RECONCILER_ENABLED", True),
-        "RATELIMIT_ENABLED": _env_bool("RATELIMIT_ENABLED", True),
-        "REDIS_URL": os.environ.get("REDIS_URL", ""),
-        "RATELIMIT_STORE_PATH": os.environ.get("RATELIMIT_STORE_PATH", ""),
-        "WALLET_TOPUP_MAX_MINOR": _env_int("WALLET_TOPUP_MAX_MINOR", 500_000),
-        "SQLITE_BUSY_TIMEOUT_MS": _env_int("SQLITE_BUSY_TIMEOUT_MS", 30_000),
-        "TRUSTED_PROXY_HOPS": _env_int("TRUSTED_PROXY_HOPS", 0),
-        "DATABASE_TIMEOUT_SECONDS": _env_int("DATABASE_TIMEOUT_SECONDS", 10),
-        "FORM_BODY_TIMEOUT_SECONDS": _env_int("FORM_BODY_TIMEOUT_SECONDS", 10),
-        "QUART_AUTH_COOKIE_SAMESITE": "Lax",
-        "QUART_AUTH_COOKIE_NAME": "storefront_auth",
-        "SESSION_COOKIE_HTTPONLY": True,
-        "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_NAME": "storefront_session",
-        "BACKGROUND_TASK_SHUTDOWN_TIMEOUT": 5,
-        "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
-    }
-    config.update(overrides or {})
+    config = _settings_from_env()
+    config.update(
+        {
+            "STOREFRONT_ENV": os.environ.get("STOREFRONT_ENV")
+            or os.environ.get("FLASK_ENV")
+            or Settings.storefront_env,
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or os.environ.get("FLASK_SECRET_KEY"),
+            "DATABASE_URL": os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            "QUART_AUTH_COOKIE_SAMESITE": "Lax",
+            "QUART_AUTH_COOKIE_NAME": "storefront_auth",
+            "SESSION_COOKIE_HTTPONLY": True,
+            "SESSION_COOKIE_SAMESITE": "Lax",
+            "SESSION_COOKIE_NAME": "storefront_session",
+            "BACKGROUND_TASK_SHUTDOWN_TIMEOUT": 5,
+            "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
+        }
+    )
+    overrides = overrides or {}
+    config.update(overrides)
+    if (
+        config.get("TESTING")
+        and "CATALOG_CACHE_CHECK_SECONDS" not in overrides
+        and not os.environ.get("CATALOG_CACHE_CHECK_SECONDS", "").strip()
+    ):
+        config["CATALOG_CACHE_CHECK_SECONDS"] = 0.0
     # Secure cookies follow the environment the app really runs in (an override included).
     cookie_secure = config.get(
         "QUART_AUTH_COOKIE_SECURE",
@@ -127,12 +214,26 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     config["QUART_AUTH_COOKIE_SECURE"] = cookie_secure
     config.setdefault("SESSION_COOKIE_SECURE", cookie_secure)
     config["DATABASE_URL"] = normalise_database_url(config["DATABASE_URL"])
+    for name in (
+        "PAYSTACK_CURRENCY",
+        "MAIL_DEFAULT_SENDER",
+        "MAIL_TIMEOUT_SECONDS",
+        "SENDGRID_BASE_URL",
+    ):
+        # Left blank (or 0) in .env: the default, as the readers of these once did themselves.
+        config[name] = config[name] or getattr(Settings, name.lower())
     config["QUART_RATE_LIMITER_ENABLED"] = config["RATELIMIT_ENABLED"]
     config["PAYSTACK_ENABLED"] = bool(
         config["PAYSTACK_SECRET_KEY"] and config["PAYSTACK_PUBLIC_KEY"]
     )
     _check(config)
     return config
+
+
+def app_settings(app: "Quart") -> Settings:
+    """The app's settings, made by create_app from its configuration."""
+    settings: Settings = app.extensions["settings"]
+    return settings
 
 
 def _check(config: dict[str, Any]) -> None:
@@ -148,7 +249,7 @@ def _check(config: dict[str, Any]) -> None:
                 f"SECRET_KEY is weak (a known default or under {MIN_SECRET_LENGTH} characters); "
                 "generate one with: python -c 'import secrets; print(secrets.token_hex(32))'"
             )
-        wants_paystack = _env_bool("PAYSTACK_ENABLED", False) or bool(
+        wants_paystack = config["PAYSTACK_REQUIRED"] or bool(
             config["PAYSTACK_SECRET_KEY"] or config["PAYSTACK_PUBLIC_KEY"]
         )
         for name in ("PAYSTACK_SECRET_KEY", "PAYSTACK_PUBLIC_KEY"):

@@ -14,11 +14,19 @@ from quart_auth import generate_auth_token
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront import create_app
+from storefront.config import Settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import User, Wallet, utcnow
 from storefront.services.users import insert_login, insert_user
 from tests.live import app_test_config, create_tables
+
+
+def reconfigure(app: Quart, changes: dict[str, Any]) -> None:
+    """Change a made app's settings as create_app would have set them: app.config and Settings."""
+    app.config.update(changes)
+    app.extensions["settings"] = Settings.from_config(app.config)
+
 
 pytest_plugins = [
     "tests.fixtures_mail",

@@ -12,7 +12,7 @@ import pytest
 from hypercorn.config import Config as HypercornConfig
 
 from storefront import config as config_module
-from storefront.config import ConfigError, load_config
+from storefront.config import ConfigError, environment_names, load_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STRONG_KEY = secrets.token_hex(32)
@@ -32,7 +32,7 @@ ENV_NAMES_READ = {
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No settings from the shell or a developer's .env leak into these tests."""
     monkeypatch.setattr(config_module, "load_dotenv", lambda **_kwargs: False)
-    for name in ENV_NAMES_READ | _env_names_in_config():
+    for name in ENV_NAMES_READ | environment_names():
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
@@ -160,7 +160,7 @@ def test_development_without_a_key_generates_one_and_says_so(clean_env, caplog):
 async def _python(
     code_or_args: list[str], env_overrides: dict[str, str], cwd: Path
 ) -> tuple[int, str]:
-    scrubbed = ENV_NAMES_READ | _env_names_in_config()
+    scrubbed = ENV_NAMES_READ | environment_names()
     env = {name: value for name, value in os.environ.items() if name not in scrubbed}
     env.update(PYTHONPATH=str(REPO_ROOT), **env_overrides)
     process = await asyncio.create_subprocess_exec(
@@ -233,20 +233,56 @@ def test_hypercorn_toml_is_what_production_needs():
     assert hypercorn.accesslog is not None
 
 
-def _env_names_in_config() -> set[str]:
-    source = (REPO_ROOT / "storefront" / "config.py").read_text()
-    pattern = r'(?:environ\.get|_env_bool|_env_int|_env_str|getenv)\(\s*"([A-Z][A-Z0-9_]+)"'
-    return set(re.findall(pattern, source))
+class RecordingEnviron(dict[str, str]):
+    """os.environ that remembers every name storefront.config looks up."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.read: set[str] = set()
+
+    def _record(self, name: str) -> None:
+        if sys._getframe(2).f_globals.get("__name__") == "storefront.config":
+            self.read.add(name)
+
+    def get(self, name: str, default: object = None) -> object:  # type: ignore[override]
+        self._record(name)
+        return super().get(name, default)
+
+    def __getitem__(self, name: str) -> str:
+        self._record(name)
+        return super().__getitem__(name)
 
 
-def test_readme_and_env_example_document_every_setting():
-    names = _env_names_in_config()
-    assert {"SECRET_KEY", "FLASK_SECRET_KEY", "DATABASE_URL", "PAYSTACK_SECRET_KEY"} <= names
+def _readme_configuration_names() -> set[str]:
     readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Z][A-Z0-9_]+)` \|", section, re.M))
+
+
+@pytest.mark.parametrize("env", ["development", "production"])
+def test_config_reads_exactly_the_names_it_declares(clean_env, env):
+    # The old Flask names, so that the new ones' fallbacks are read too.
+    environ = RecordingEnviron({"FLASK_ENV": env, "FLASK_SECRET_KEY": STRONG_KEY})
+    if env == "production":
+        environ["PUBLIC_BASE_URL"] = "https://shop.example.com"
+    clean_env.setattr(os, "environ", environ)
+    load_config()
+    assert environ.read == environment_names()
+
+
+def test_readme_table_names_every_setting_config_reads_and_no_other():
+    names = environment_names()
+    assert {"SECRET_KEY", "FLASK_SECRET_KEY", "DATABASE_URL", "PAYSTACK_SECRET_KEY"} <= names
+    assert {"CATALOG_CACHE_ENABLED", "CATALOG_CACHE_MAX_BYTES"} <= names
+    assert _readme_configuration_names() == names
+
+
+def test_env_example_names_every_setting():
     env_example = (REPO_ROOT / ".env.example").read_text()
-    assert not [name for name in sorted(names) if f"`{name}`" not in readme], "README.md"
     assert not [
-        name for name in sorted(names) if not re.search(rf"^#? ?{name}=", env_example, re.M)
+        name
+        for name in sorted(environment_names())
+        if not re.search(rf"^#? ?{name}=", env_example, re.M)
     ], ".env.example"
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 
 from storefront.background.paystack_serving import paystack_client_for
+from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.lib.paystack import PaystackClient, make_http_client
 from storefront.models import utcnow
@@ -204,7 +205,7 @@ async def test_every_request_the_shop_sends_paystack_is_valid_against_the_spec(
     await reconcile_once(
         sessionmaker_for(app),
         paystack_client_for(app),
-        payment_settings(app.config),
+        payment_settings(app_settings(app)),
         now=utcnow() + timedelta(minutes=45),
     )
 

@@ -11,25 +11,27 @@ from quart_rate_limiter import QUART_RATE_LIMITER_LIMITS_ATTRIBUTE
 from werkzeug.routing import IntegerConverter, Rule
 
 from storefront.web.csrf import check_csrf
-from storefront.web.security import RATE_LIMITED_ROUTES
+from storefront.web.security import per_minute
 from tests.conftest import CSRF_TOKEN
 
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 # The one endpoint that proves itself another way (the webhook's HMAC signature).
 CSRF_ALLOW_LIST = {"paystack_webhook.webhook"}
-# Routes whose POST guesses something (a password, an account, a coupon) or starts a payment.
-LOGIN_ISH_ROUTES = {
-    "/login",
-    "/register",
-    "/password/forgot",
-    "/password/reset/<token>",
-    "/api/validate-coupon",
-    "/cart/coupon",
-    "/pay/wallet",
-    "/paystack/init",
-    "/paystack/orders/<number>/pay",
-    "/account/wallet/topup",
+# Routes whose POST guesses something (a password, an account, a coupon) or starts a payment,
+# and the submissions a minute each allows one client address (declared on the view).
+LOGIN_ISH_LIMITS = {
+    "/login": 10,
+    "/register": 5,
+    "/password/forgot": 5,
+    "/password/reset/<token>": 10,
+    "/api/validate-coupon": 30,
+    "/cart/coupon": 30,
+    "/pay/wallet": 10,
+    "/paystack/init": 10,
+    "/paystack/orders/<number>/pay": 10,
+    "/account/wallet/topup": 10,
 }
+LOGIN_ISH_ROUTES = set(LOGIN_ISH_LIMITS)
 # Words that make a new POST route login-ish even if nobody adds it to the set above.
 LOGIN_ISH_WORDS = ("login", "register", "password", "signin", "signup", "validate", "topup")
 LOGIN_ISH_PREFIXES = ("/pay/", "/paystack/")
@@ -181,8 +183,17 @@ def test_new_login_ish_routes_are_caught_by_name(app):
     assert unlimited == [], f"POST routes that look login-ish but have no rate limit: {unlimited}"
 
 
-def test_the_rate_limit_table_names_only_login_ish_routes():
-    assert set(RATE_LIMITED_ROUTES) == LOGIN_ISH_ROUTES
+def test_login_ish_routes_declare_their_own_limits(app):
+    posts = {rule.rule: rule for rule in rules(app) if "POST" in (rule.methods or ())}
+    declared = {
+        path: limits_of(view_of(app, posts[path])) for path in LOGIN_ISH_LIMITS if path in posts
+    }
+    assert declared == {path: per_minute(count) for path, count in LOGIN_ISH_LIMITS.items()}
+
+
+def test_only_login_ish_posts_and_the_paystack_callback_are_limited(app):
+    limited = {rule.rule for rule in rules(app) if limits_of(view_of(app, rule))}
+    assert limited == LOGIN_ISH_ROUTES | {"/paystack/callback"}
 
 
 def test_limits_are_added_once_however_many_apps_are_made(app):
@@ -190,7 +201,7 @@ def test_limits_are_added_once_however_many_apps_are_made(app):
 
     create_app({"SECRET_KEY": "another-test-secret-key-0123456789abcdef"})
     login_view = app.view_functions["account.login"]
-    assert len(limits_of(login_view)) == len(RATE_LIMITED_ROUTES["/login"])
+    assert limits_of(login_view) == per_minute(LOGIN_ISH_LIMITS["/login"])
 
 
 @pytest.mark.parametrize("path", ["/login", "/register", "/password/forgot"])

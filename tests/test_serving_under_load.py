@@ -23,7 +23,7 @@ from storefront.db.sqlite_batches import sqlite_batch_writer
 from storefront.db.sqlite_writer import sqlite_writer_gate
 from storefront.db.transactions import take_turn, waiting_for_turn
 from storefront.models import CartItem, WebhookEvent
-from tests.conftest import CSRF_TOKEN, TEST_PASSWORD
+from tests.conftest import CSRF_TOKEN, TEST_PASSWORD, reconfigure
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_accounts import LiveServer
 from tests.fixtures_paystack import paystack_overrides
@@ -363,7 +363,7 @@ MALFORMED_WEBHOOK_BODIES = {
 async def test_deep_json_webhook_and_any_malformed_signed_body_is_400_recorded_nowhere(
     app: Quart, fake_paystack: FakePaystack
 ) -> None:
-    app.config.update(paystack_overrides(fake_paystack))
+    reconfigure(app, paystack_overrides(fake_paystack))
     client = app.test_client()
     for name, body in MALFORMED_WEBHOOK_BODIES.items():
         raw = body if isinstance(body, bytes) else body.encode()
@@ -387,7 +387,7 @@ async def test_deep_json_webhook_and_any_malformed_signed_body_is_400_recorded_n
 async def test_a_busy_webhook_is_a_503_with_retry_after(
     app: Quart, fake_paystack: FakePaystack
 ) -> None:
-    app.config.update(paystack_overrides(fake_paystack))
+    reconfigure(app, paystack_overrides(fake_paystack))
     raw = json.dumps({"event": "charge.success", "data": {"reference": "busy-1"}}).encode()
     headers = {"Content-Type": "application/json", "x-paystack-signature": fake_paystack.sign(raw)}
     engine = app.extensions["db_engine"]

@@ -16,9 +16,10 @@ from datetime import datetime
 from quart import Quart
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storefront.config import Settings, app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import DeliveryError, Transport, transport_from_config
+from storefront.lib.mail import DeliveryError, Transport, choose_transport
 from storefront.models import utcnow
 from storefront.models.outbox import OutboxStatus
 from storefront.services import outbox
@@ -260,25 +261,43 @@ class OutboxSender:
                 await task
 
 
+def mail_transport(settings: Settings) -> Transport:
+    """The transport the MAIL_* and SENDGRID_* settings choose."""
+    return choose_transport(
+        settings.mail_default_sender,
+        timeout=float(settings.mail_timeout_seconds),
+        smtp_server=settings.mail_server,
+        smtp_port=settings.mail_port,
+        use_ssl=settings.mail_use_ssl,
+        use_starttls=settings.mail_use_tls,
+        username=settings.mail_username,
+        password=settings.mail_password,
+        sendgrid_api_key=settings.sendgrid_api_key,
+        sendgrid_base_url=settings.sendgrid_base_url,
+    )
+
+
 def sender_for(app: Quart, transport: Transport | None = None) -> OutboxSender:
     """An OutboxSender configured from the app's settings."""
+    settings = app_settings(app)
     return OutboxSender(
         sessionmaker_for(app),
-        transport or transport_from_config(app.config),
-        batch_size=int(app.config["OUTBOX_BATCH_SIZE"]),
-        poll_seconds=float(app.config["OUTBOX_POLL_SECONDS"]),
-        claim_seconds=int(app.config["OUTBOX_CLAIM_SECONDS"]),
-        concurrency=int(app.config["OUTBOX_SEND_CONCURRENCY"]),
+        transport or mail_transport(settings),
+        batch_size=settings.outbox_batch_size,
+        poll_seconds=float(settings.outbox_poll_seconds),
+        claim_seconds=settings.outbox_claim_seconds,
+        concurrency=settings.outbox_send_concurrency,
     )
 
 
 @asynccontextmanager
 async def serve_outbox_sender(app: Quart) -> AsyncIterator[None]:
     """Serving hook: run the sender task while the app serves (when OUTBOX_SENDER_ENABLED)."""
-    outbox.email_environment.globals["shop_name"] = app.config["SHOP_NAME"]
-    outbox.accept_smtputf8_addresses(app.config["MAIL_SMTPUTF8"])
+    settings = app_settings(app)
+    outbox.email_environment.globals["shop_name"] = settings.shop_name
+    outbox.accept_smtputf8_addresses(settings.mail_smtputf8)
     try:
-        if not app.config["OUTBOX_SENDER_ENABLED"]:
+        if not settings.outbox_sender_enabled:
             yield
             return
         sender = sender_for(app)

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, suppress
 
 from quart import Quart
 
+from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.lib.paystack import PaystackClient, make_http_client
 from storefront.services.payments import payment_settings, reconcile_once
@@ -28,13 +29,14 @@ def paystack_client_for(app: Quart) -> PaystackClient:
 @asynccontextmanager
 async def serve_paystack_client(app: Quart) -> AsyncIterator[None]:
     """Open one httpx.AsyncClient for every Paystack call of this worker; close it at shutdown."""
-    if not app.config.get("PAYSTACK_ENABLED"):
+    settings = app_settings(app)
+    if not settings.paystack_enabled:
         yield
         return
     http = make_http_client(
-        app.config["PAYSTACK_BASE_URL"],
-        app.config["PAYSTACK_SECRET_KEY"],
-        float(app.config["PAYSTACK_TIMEOUT_SECONDS"]),
+        settings.paystack_base_url,
+        settings.paystack_secret_key,
+        float(settings.paystack_timeout_seconds),
     )
     app.extensions[CLIENT_EXTENSION] = PaystackClient(http)
     try:
@@ -45,8 +47,8 @@ async def serve_paystack_client(app: Quart) -> AsyncIterator[None]:
 
 
 async def _reconcile_forever(app: Quart) -> None:
-    settings = payment_settings(app.config)
-    interval = max(float(app.config.get("RECONCILER_INTERVAL_SECONDS", 60)), 1.0)
+    settings = payment_settings(app_settings(app))
+    interval = max(float(app_settings(app).reconciler_interval_seconds), 1.0)
     while True:
         # Jitter spreads the workers' passes; their claims keep them off each other's rows.
         await asyncio.sleep(interval * random.uniform(0.5, 1.0))
@@ -62,7 +64,8 @@ async def _reconcile_forever(app: Quart) -> None:
 @asynccontextmanager
 async def serve_reconciler(app: Quart) -> AsyncIterator[None]:
     """Re-verify stale pending payments in the background while serving (RECONCILER_ENABLED)."""
-    if not (app.config.get("RECONCILER_ENABLED") and app.config.get("PAYSTACK_ENABLED")):
+    settings = app_settings(app)
+    if not (settings.reconciler_enabled and settings.paystack_enabled):
         yield
         return
     task = asyncio.create_task(_reconcile_forever(app), name="paystack-reconciler")

@@ -7,6 +7,7 @@ from typing import Any
 
 from quart import Blueprint, Response, current_app, flash, g, request, session
 from quart_auth import AuthUser, current_user, login_user, logout_user
+from quart_rate_limiter import rate_limit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +43,7 @@ from storefront.web.cart_badge import show_badge_count
 from storefront.web.csrf import rotate_csrf_token
 from storefront.web.htmx import navigate, render_page_or_block, safe_next_path
 from storefront.web.public_url import public_base_url
+from storefront.web.security import per_minute
 
 blueprint = Blueprint("account", __name__)
 
@@ -98,6 +100,7 @@ async def register_form() -> Response:
 
 
 @blueprint.post("/register")
+@rate_limit(limits=per_minute(5))
 async def register() -> Response:
     """Create the account and its wallet, then log in."""
     form = await request.form
@@ -143,6 +146,7 @@ async def login_form() -> Response:
 
 
 @blueprint.post("/login")
+@rate_limit(limits=per_minute(10))
 async def login() -> Response:
     """Log in; an unknown email and a wrong password get the same answer in the same time."""
     form = await request.form
@@ -217,6 +221,7 @@ async def forgot_password_form() -> Response:
 
 
 @blueprint.post("/password/forgot")
+@rate_limit(limits=per_minute(5))
 async def forgot_password() -> Response:
     """Answer at once, the same for every address; a reset link is queued afterwards when the
     account exists, so the response time does not tell which addresses have accounts."""
@@ -270,6 +275,7 @@ async def reset_password_form(token: str) -> Response:
 
 
 @blueprint.post("/password/reset/<token>")
+@rate_limit(limits=per_minute(10))
 async def reset_password(token: str) -> Response:
     """Set the new password, end every other session, and log in."""
     db_session = get_session()

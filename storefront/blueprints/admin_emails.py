@@ -6,9 +6,10 @@ from typing import Any
 from quart import Blueprint, Response, current_app, flash, request
 from werkzeug.exceptions import BadRequest
 
+from storefront.background.outbox_sender import mail_transport
 from storefront.db.engine import get_session
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import describe_transport, transport_from_config
+from storefront.lib.mail import describe_transport
 from storefront.models import OutboxEmail, OutboxStatus, utcnow
 from storefront.services.outbox import (
     InvalidEmailAddress,
@@ -20,6 +21,7 @@ from storefront.services.outbox import (
 )
 from storefront.web.auth import admin_required, current_customer
 from storefront.web.htmx import is_htmx, navigate, render_page_or_block
+from storefront.web.settings import settings
 
 blueprint = Blueprint("admin_emails", __name__)
 
@@ -129,7 +131,6 @@ async def _render_test_email(
 ) -> Response:
     session = get_session()
     recent = await select_outbox_emails(session, key_prefix=TEST_EMAIL_KEY_PREFIX, limit=5)
-    config = current_app.config
     return await render_page_or_block(
         "admin/test_email.html",
         "form",
@@ -138,7 +139,7 @@ async def _render_test_email(
         error=error,
         report=report,
         recent=recent,
-        transport_description=describe_transport(transport_from_config(config)),
+        transport_description=describe_transport(mail_transport(settings())),
         sender_running="outbox_sender" in current_app.extensions,
     )
 
@@ -147,7 +148,7 @@ async def _render_test_email(
 @admin_required
 async def test_email_form() -> Response:
     """Send a test email to check the mail settings (the form; only the POST sends)."""
-    return await _render_test_email(current_app.config.get("ADMIN_EMAIL") or "")
+    return await _render_test_email(settings().admin_email)
 
 
 @blueprint.post("/admin/test-email")
@@ -172,7 +173,7 @@ async def send_test_email() -> Response:
             TEST_EMAIL_KEY_PREFIX + uuid.uuid4().hex,
         )
     assert queued is not None  # a fresh random key never collides
-    transport = describe_transport(transport_from_config(current_app.config))
+    transport = describe_transport(mail_transport(settings()))
     if "outbox_sender" in current_app.extensions:
         when = "The sender in this worker was woken and sends it within seconds"
     else:

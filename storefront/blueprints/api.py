@@ -3,7 +3,7 @@
 import json
 from typing import Any
 
-from quart import Blueprint, Response, abort, current_app, request, url_for
+from quart import Blueprint, Response, abort, request, url_for
 
 from storefront.lib.money import format_minor
 from storefront.services.catalog import (
@@ -14,6 +14,7 @@ from storefront.services.catalog import (
 )
 from storefront.web.cached_catalog import cached_categories, cached_product_page
 from storefront.web.page_cache import PageCache, fresh_page_cache, shared_json
+from storefront.web.settings import settings
 from storefront.web.static_files import asset_url
 
 blueprint = Blueprint("api", __name__)
@@ -56,9 +57,9 @@ async def _listing_json(
         per_page=per_page,
         clamp=False,
     )
-    currency = current_app.config.get("PAYSTACK_CURRENCY") or "GHS"
+    currency = settings().paystack_currency
     # Never request.host: a cached answer must not carry one client's Host header to others.
-    base_url = (current_app.config.get("PUBLIC_BASE_URL") or "").rstrip("/")
+    base_url = settings().public_base_url.rstrip("/")
     listing = {
         "items": [_product_json(item, currency, base_url) for item in product_page.items],
         "page": product_page.page,

@@ -251,6 +251,7 @@ async def _apply_coupon() -> tuple[CouponCheck, CartTotals, str]:
 
 
 @blueprint.post("/api/validate-coupon")
+@rate_limit(limits=per_minute(30))
 async def validate_coupon() -> AnyResponse:
     """Check a coupon code against the current cart and apply it when valid (JSON or fragment)."""
     check, totals, typed = await _apply_coupon()
@@ -289,7 +290,7 @@ async def validate_coupon() -> AnyResponse:
 
 
 @blueprint.post("/cart/coupon")
-@rate_limit(limits=per_minute(30))  # the same guessing limit as /api/validate-coupon
+@rate_limit(limits=per_minute(30))
 async def apply_coupon_form() -> AnyResponse:
     """The coupon form without JavaScript: apply, then back to the cart with a message."""
     check, _totals, _typed = await _apply_coupon()

@@ -2,7 +2,8 @@
 
 from typing import Any
 
-from quart import Blueprint, Response, current_app, flash, request
+from quart import Blueprint, Response, flash, request
+from quart_rate_limiter import rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
@@ -27,6 +28,8 @@ from storefront.web.auth import current_customer, login_required
 from storefront.web.cart_badge import show_badge_count
 from storefront.web.htmx import navigate, render_page_or_block
 from storefront.web.public_url import public_base_url
+from storefront.web.security import per_minute
+from storefront.web.settings import settings
 
 blueprint = Blueprint("checkout", __name__)
 
@@ -69,7 +72,7 @@ async def render_checkout(
         "totals": totals,
         "balance_minor": balance_minor,
         "wallet_shortfall_minor": max(totals.total_minor - balance_minor, 0),
-        "paystack_enabled": bool(current_app.config.get("PAYSTACK_ENABLED")),
+        "paystack_enabled": settings().paystack_enabled,
         "paystack_hidden_reason": PAYSTACK_HIDDEN_REASON,
         "form": _form_values(customer, form),
         "error": error,
@@ -119,6 +122,7 @@ async def checkout_page() -> Response:
 
 
 @blueprint.post("/pay/wallet")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def pay_with_wallet() -> Response:
     """Pay for the whole cart from the wallet in one transaction, or say in place why not."""
@@ -162,7 +166,7 @@ async def pay_with_wallet() -> Response:
             form.get("address", ""),
             utcnow(),
             expected_total_minor=shown_total_minor,
-            admin_email=current_app.config.get("ADMIN_EMAIL", ""),
+            admin_email=settings().admin_email,
             base_url=public_base_url(),
         )
 

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from quart import Blueprint, Response, abort, current_app, request
+from quart import Blueprint, Response, abort, request
 
 from storefront.db.engine import get_session
 from storefront.models import utcnow
@@ -16,6 +16,7 @@ from storefront.services.orders import (
 from storefront.services.wallet import select_wallet, select_wallet_entries
 from storefront.web.auth import current_customer, login_required
 from storefront.web.htmx import render_page_or_block
+from storefront.web.settings import settings
 
 blueprint = Blueprint("orders", __name__)
 
@@ -72,7 +73,7 @@ async def order_detail(number: str) -> Response:
         order.status == OrderStatus.PENDING_PAYMENT
         and order.payment_method == PaymentMethod.PAYSTACK
     ):
-        hold = timedelta(minutes=int(current_app.config["PAYSTACK_ABANDON_AFTER_MINUTES"]))
+        hold = timedelta(minutes=settings().paystack_abandon_after_minutes)
         hold_ends = order.created_at + hold
     return await render_page_or_block(
         "orders/detail.html",
@@ -86,7 +87,7 @@ async def order_detail(number: str) -> Response:
             hold_ends is not None
             and utcnow() < hold_ends
             and order.user_id == customer.id
-            and bool(current_app.config.get("PAYSTACK_ENABLED"))
+            and settings().paystack_enabled
         ),
     )
 
@@ -111,6 +112,6 @@ async def wallet_page() -> Response:
         total=total,
         page=page,
         page_count=_page_count(total, LEDGER_PER_PAGE),
-        topup_enabled=bool(current_app.config.get("PAYSTACK_ENABLED")),
-        topup_max_minor=current_app.config.get("WALLET_TOPUP_MAX_MINOR"),
+        topup_enabled=settings().paystack_enabled,
+        topup_max_minor=settings().wallet_topup_max_minor,
     )

@@ -52,7 +52,8 @@ from storefront.web.auth import current_customer, login_required
 from storefront.web.cart_badge import show_badge_count
 from storefront.web.htmx import navigate, render_page_or_block
 from storefront.web.public_url import public_base_url
-from storefront.web.security import client_address_key
+from storefront.web.security import client_address_key, per_minute
+from storefront.web.settings import settings
 
 blueprint = Blueprint("paystack", __name__)
 
@@ -67,7 +68,7 @@ CALLBACK_LIMITS = [RateLimit(20, timedelta(minutes=1), key_function=client_addre
 
 def request_payment_settings() -> PaymentSettings:
     """Payment settings, with this request's host as the base URL when none is configured."""
-    return payment_settings(current_app.config, public_base_url())
+    return payment_settings(settings(), public_base_url())
 
 
 def _callback_url() -> str:
@@ -76,10 +77,11 @@ def _callback_url() -> str:
 
 
 def _enabled() -> bool:
-    return bool(current_app.config.get("PAYSTACK_ENABLED"))
+    return settings().paystack_enabled
 
 
 @blueprint.post("/paystack/init")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def init_payment() -> Response:
     """Reserve the cart as an order awaiting payment and send the shopper to Paystack."""
@@ -153,6 +155,7 @@ async def init_payment() -> Response:
 
 
 @blueprint.post("/paystack/orders/<number>/pay")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def pay_order_again(number: str) -> Response:
     """A new Paystack attempt (new reference) for the shopper's order still awaiting payment."""
@@ -272,6 +275,7 @@ async def wallet_topup_form() -> Response:
 
 
 @blueprint.post("/account/wallet/topup")
+@rate_limit(limits=per_minute(10))
 @login_required
 async def wallet_topup() -> Response:
     """Top up the wallet through Paystack: amount in cedis as typed, within the shop's limits."""
@@ -280,7 +284,7 @@ async def wallet_topup() -> Response:
     raw_amount = (await request.form).get("amount", "")
     if not _enabled():
         return await _topup_form(TOPUP_UNAVAILABLE, raw_amount, 409)
-    maximum_minor = int(current_app.config["WALLET_TOPUP_MAX_MINOR"])
+    maximum_minor = settings().wallet_topup_max_minor
     try:
         amount_minor = parse_amount(raw_amount)
     except InvalidAmount as invalid:
@@ -295,11 +299,11 @@ async def wallet_topup() -> Response:
         )
     db_session = get_session()
     db_session.expunge(customer)
-    settings = request_payment_settings()
+    payments = request_payment_settings()
 
     async def attempt(write_session: AsyncSession) -> Payment:
         return await insert_topup_payment(
-            write_session, customer.id, amount_minor, utcnow(), settings
+            write_session, customer.id, amount_minor, utcnow(), payments
         )
 
     try:
@@ -314,7 +318,7 @@ async def wallet_topup() -> Response:
         payment,
         customer.email,
         _callback_url(),
-        settings,
+        payments,
     )
     if outcome.authorization_url:
         return await navigate(outcome.authorization_url)
@@ -328,5 +332,5 @@ async def _topup_form(error: str | None, amount: str, status: int) -> Response:
         status=status,
         topup_error=error,
         amount=amount,
-        topup_max_minor=current_app.config.get("WALLET_TOPUP_MAX_MINOR"),
+        topup_max_minor=settings().wallet_topup_max_minor,
     )

@@ -23,6 +23,7 @@ from storefront.services.payments import (
     run_in_new_session,
 )
 from storefront.web.csrf import csrf_exempt
+from storefront.web.settings import settings
 
 blueprint = Blueprint("paystack_webhook", __name__)
 
@@ -37,7 +38,7 @@ async def webhook() -> tuple[dict[str, str], int] | tuple[dict[str, str], int, d
     raw_body = await request.get_data(as_text=False)
     if isinstance(raw_body, str):  # never: as_text=False gives bytes (typing says AnyStr)
         raw_body = raw_body.encode()
-    secret = current_app.config.get("PAYSTACK_SECRET_KEY", "")
+    secret = settings().paystack_secret_key
     if not webhook_signature_valid(secret, raw_body, request.headers.get(SIGNATURE_HEADER)):
         return {"status": "error", "message": "Invalid signature"}, 401
     payload = _parse_payload(raw_body)

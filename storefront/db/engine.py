@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from storefront.config import app_settings
+
 WRITE_OPTION = "storefront_write"
 
 
@@ -70,8 +72,9 @@ def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 @asynccontextmanager
 async def serve_database(app: Quart) -> AsyncIterator[None]:
     """Create the engine for the serving lifetime and dispose of it afterwards."""
-    url = app.config["DATABASE_URL"]
-    timeout = app.config["DATABASE_TIMEOUT_SECONDS"]
+    settings = app_settings(app)
+    url = settings.database_url
+    timeout = settings.database_timeout_seconds
     # Busy, not stuck: a request waits this long for a pooled (or, on PostgreSQL, a new)
     # connection, then answers 503 with Retry-After.
     limits: dict[str, Any] = {"pool_timeout": timeout}
@@ -79,7 +82,7 @@ async def serve_database(app: Quart) -> AsyncIterator[None]:
         limits["connect_args"] = {"timeout": timeout}
     elif ":memory:" in url or url.rstrip("/").endswith(":"):
         limits = {}  # one static connection, no pool to wait for
-    engine = make_engine(url, app.config["SQLITE_BUSY_TIMEOUT_MS"], **limits)
+    engine = make_engine(url, settings.sqlite_busy_timeout_ms, **limits)
     app.extensions["db_engine"] = engine
     app.extensions["db_sessionmaker"] = make_sessionmaker(engine)
     try:

@@ -25,6 +25,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from storefront.config import app_settings
 from storefront.db.engine import WRITE_OPTION, configure_sqlite
 from storefront.db.sqlite_writer import sqlite_file_path, sqlite_writer_gate
 from storefront.db.transactions import release_request_connection
@@ -164,7 +165,7 @@ async def serve_sqlite_batch_writer(app: Quart) -> AsyncIterator[None]:
         yield
         return
     try:
-        writer = SQLiteBatchWriter(engine, app.config["SQLITE_BUSY_TIMEOUT_MS"])
+        writer = SQLiteBatchWriter(engine, app_settings(app).sqlite_busy_timeout_ms)
     except OSError as error:  # e.g. the database's directory is missing; /readyz reports it
         log.warning("no SQLite batch writer: %s", error)
         yield

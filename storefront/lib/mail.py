@@ -9,7 +9,7 @@ import quopri
 import re
 import secrets
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, replace
 from email.header import Header
@@ -405,27 +405,34 @@ class FallbackBatch:
                 ) from fallback_error
 
 
-def transport_from_config(config: Mapping[str, Any]) -> Transport:
+def choose_transport(
+    sender: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    smtp_server: str = "",
+    smtp_port: int = 0,
+    use_ssl: bool = False,
+    use_starttls: bool = False,
+    username: str = "",
+    password: str = "",
+    sendgrid_api_key: str = "",
+    sendgrid_base_url: str = "https://api.sendgrid.com",
+) -> Transport:
     """SMTP (with SendGrid fallback when keyed), else SendGrid alone, else the console."""
-    sender = config.get("MAIL_DEFAULT_SENDER") or "shop@localhost"
-    timeout = float(config.get("MAIL_TIMEOUT_SECONDS") or DEFAULT_TIMEOUT_SECONDS)
     sendgrid: Transport | None = None
-    if config.get("SENDGRID_API_KEY"):
+    if sendgrid_api_key:
         sendgrid = SendGridTransport(
-            config["SENDGRID_API_KEY"],
-            sender,
-            base_url=config.get("SENDGRID_BASE_URL") or "https://api.sendgrid.com",
-            timeout=timeout,
+            sendgrid_api_key, sender, base_url=sendgrid_base_url, timeout=timeout
         )
-    if config.get("MAIL_SERVER"):
+    if smtp_server:
         smtp = SmtpTransport(
-            config["MAIL_SERVER"],
-            int(config.get("MAIL_PORT") or 0),
+            smtp_server,
+            smtp_port,
             sender,
-            use_ssl=bool(config.get("MAIL_USE_SSL")),
-            use_starttls=bool(config.get("MAIL_USE_TLS")),
-            username=config.get("MAIL_USERNAME") or "",
-            password=config.get("MAIL_PASSWORD") or "",
+            use_ssl=use_ssl,
+            use_starttls=use_starttls,
+            username=username,
+            password=password,
             timeout=timeout,
         )
         return FallbackTransport(smtp, sendgrid) if sendgrid else smtp

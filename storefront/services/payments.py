@@ -8,7 +8,7 @@ on status, reference, amount and currency, and only by the caller whose conditio
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from storefront.config import Settings
 from storefront.db.engine import dialect_name
 from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.money import format_minor, is_minor_units
@@ -80,15 +81,15 @@ class PaymentSettings:
     max_units_per_product: int = 10  # units of one product one pending order may hold
 
 
-def payment_settings(config: Mapping[str, Any], base_url: str | None = None) -> PaymentSettings:
-    """Settings from the app config; `base_url` (the request's) when PUBLIC_BASE_URL is unset."""
+def payment_settings(settings: Settings, base_url: str | None = None) -> PaymentSettings:
+    """From the shop's settings; `base_url` (the request's) when PUBLIC_BASE_URL is unset."""
     return PaymentSettings(
-        currency=config.get("PAYSTACK_CURRENCY") or "GHS",
-        admin_email=config.get("ADMIN_EMAIL") or "",
-        base_url=(config.get("PUBLIC_BASE_URL") or base_url or "").rstrip("/"),
-        abandon_after=timedelta(minutes=int(config.get("PAYSTACK_ABANDON_AFTER_MINUTES", 30))),
-        reconcile_after=timedelta(minutes=int(config.get("PAYSTACK_RECONCILE_AFTER_MINUTES", 3))),
-        max_units_per_product=int(config.get("PAYSTACK_MAX_UNITS_PER_PRODUCT", 10)),
+        currency=settings.paystack_currency,
+        admin_email=settings.admin_email,
+        base_url=(settings.public_base_url or base_url or "").rstrip("/"),
+        abandon_after=timedelta(minutes=settings.paystack_abandon_after_minutes),
+        reconcile_after=timedelta(minutes=settings.paystack_reconcile_after_minutes),
+        max_units_per_product=settings.paystack_max_units_per_product,
     )
 
 

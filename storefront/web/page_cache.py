@@ -29,6 +29,7 @@ from quart import Quart, Response, current_app, render_template, request, sessio
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from storefront.config import app_settings
 from storefront.db.engine import get_session
 from storefront.lib.gzip_splice import SplicedBody, gzip_compress
 from storefront.services.catalog import local_catalog_changes, select_catalog_fingerprint
@@ -210,15 +211,12 @@ def page_cache_for(app: Quart) -> PageCache:
     """The app's page cache, made on first use from the CATALOG_CACHE_* settings."""
     cache = app.extensions.get("page_cache")
     if cache is None:
-        # Tests write rows without bumping and look at once: check on every request there.
-        default_check_seconds = 0.0 if app.config.get("TESTING") else 1.0
+        settings = app_settings(app)
         cache = PageCache(
-            enabled=app.config.get("CATALOG_CACHE_ENABLED", True),
-            check_seconds=float(
-                app.config.get("CATALOG_CACHE_CHECK_SECONDS", default_check_seconds)
-            ),
-            max_age_seconds=float(app.config.get("CATALOG_CACHE_MAX_AGE_SECONDS", 60.0)),
-            max_bytes=int(app.config.get("CATALOG_CACHE_MAX_BYTES", 32 * 1024 * 1024)),
+            enabled=settings.catalog_cache_enabled,
+            check_seconds=settings.catalog_cache_check_seconds,
+            max_age_seconds=settings.catalog_cache_max_age_seconds,
+            max_bytes=settings.catalog_cache_max_bytes,
         )
         app.extensions["page_cache"] = cache
     return cache

@@ -244,21 +244,21 @@ def database_namespace(database_url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def local_store_path(config: dict[str, Any]) -> Path:
+def local_store_path(database_url: str, store_path: str) -> Path:
     """RATELIMIT_STORE_PATH; else beside a SQLite database; else in the temp directory."""
-    if config.get("RATELIMIT_STORE_PATH"):
-        return Path(config["RATELIMIT_STORE_PATH"])
-    url = make_url(config["DATABASE_URL"])
+    if store_path:
+        return Path(store_path)
+    url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         return Path(f"{url.database}-ratelimits")
-    name = f"storefront-ratelimits-{database_namespace(config['DATABASE_URL'])}.sqlite3"
+    name = f"storefront-ratelimits-{database_namespace(database_url)}.sqlite3"
     return Path(tempfile.gettempdir()) / name
 
 
-def make_rate_limit_store(config: dict[str, Any]) -> SharedTatStore:
+def make_rate_limit_store(database_url: str, redis_url: str, store_path: str) -> SharedTatStore:
     """Redis when REDIS_URL is set (this machine's file while Redis is down), else the file."""
-    local = SqliteTatStore(local_store_path(config))
-    if not config.get("REDIS_URL"):
+    local = SqliteTatStore(local_store_path(database_url, store_path))
+    if not redis_url:
         return local
-    namespace = f"storefront:{database_namespace(config['DATABASE_URL'])}:"
-    return RedisTatStore(config["REDIS_URL"], namespace, local)
+    namespace = f"storefront:{database_namespace(database_url)}:"
+    return RedisTatStore(redis_url, namespace, local)

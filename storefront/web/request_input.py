@@ -8,6 +8,8 @@ from typing import Any
 from quart import Quart, Request, current_app, request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, RequestTimeout
 
+from storefront.web.settings import settings
+
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 TOO_LARGE = "That is more than a form of this shop can hold. Please shorten it and send it again."
 FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
@@ -35,7 +37,7 @@ async def read_body_first() -> None:
         return
     timeout, limit = request.body_timeout, None
     if request.mimetype != "multipart/form-data":
-        timeout = current_app.config["FORM_BODY_TIMEOUT_SECONDS"]
+        timeout = settings().form_body_timeout_seconds
         limit = current_app.config["MAX_FORM_MEMORY_SIZE"]
         if (request.content_length or 0) > limit:
             raise RequestEntityTooLarge(TOO_LARGE)

@@ -1,20 +1,15 @@
-"""Security baseline: headers on every response, rate limits on login-ish and payment routes."""
+"""Security baseline: headers on every response; the rate limiter and the `per_minute` limits
+that login-ish and payment views declare with `@rate_limit`."""
 
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from quart import Quart, Response, render_template, request
-from quart_rate_limiter import (
-    QUART_RATE_LIMITER_LIMITS_ATTRIBUTE,
-    RateLimit,
-    RateLimitExceeded,
-)
+from quart_rate_limiter import RateLimit, RateLimitExceeded
 
+from storefront.config import app_settings
 from storefront.web.htmx import is_htmx
 from storefront.web.rate_limits import SharedRateLimiter, make_rate_limit_store
-
-log = logging.getLogger(__name__)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -43,40 +38,8 @@ async def skip_safe_methods() -> bool:
 
 
 def per_minute(count: int) -> list[RateLimit]:
+    """Limits for `@rate_limit(limits=...)`: `count` submissions a minute per client address."""
     return [RateLimit(count, timedelta(minutes=1), client_address_key, skip_safe_methods)]
-
-
-# Route rule (as registered) → limits on its POST. Keyed by path, not endpoint name, so routes
-# written in other modules are limited without editing them; tests/test_policy.py fails when a
-# login-ish route is missing here or not registered.
-RATE_LIMITED_ROUTES: dict[str, list[RateLimit]] = {
-    "/login": per_minute(10),
-    "/register": per_minute(5),
-    "/password/forgot": per_minute(5),
-    "/password/reset/<token>": per_minute(10),
-    "/api/validate-coupon": per_minute(30),
-    "/cart/coupon": per_minute(30),
-    "/pay/wallet": per_minute(10),
-    "/paystack/init": per_minute(10),
-    "/paystack/orders/<number>/pay": per_minute(10),
-    "/account/wallet/topup": per_minute(10),
-}
-
-
-def apply_rate_limits(app: Quart) -> list[str]:
-    """Mark the registered views of RATE_LIMITED_ROUTES; return the rules not registered."""
-    registered: set[str] = set()
-    for rule in app.url_map.iter_rules():
-        limits = RATE_LIMITED_ROUTES.get(rule.rule)
-        if limits is None or "POST" not in (rule.methods or ()):
-            continue
-        view = app.view_functions[rule.endpoint]
-        current = getattr(view, QUART_RATE_LIMITER_LIMITS_ATTRIBUTE, [])
-        # View functions are module-level and outlive each app: add each limit once only.
-        missing_limits = [limit for limit in limits if limit not in current]
-        setattr(view, QUART_RATE_LIMITER_LIMITS_ATTRIBUTE, [*current, *missing_limits])
-        registered.add(rule.rule)
-    return sorted(set(RATE_LIMITED_ROUTES) - registered)
 
 
 def security_headers_hook(production: bool) -> Callable[[Response], Awaitable[Response]]:
@@ -110,12 +73,13 @@ def init_security(app: Quart) -> None:
     """Security headers, and a rate limiter of this app's own (call after blueprints)."""
     # Counts shared by every worker (Redis, else a file on this machine), named after the
     # database: apps on other databases (tests) never share them.
+    settings = app_settings(app)
     SharedRateLimiter(
-        app, key_function=client_address_key, store=make_rate_limit_store(dict(app.config))
+        app,
+        key_function=client_address_key,
+        store=make_rate_limit_store(
+            settings.database_url, settings.redis_url, settings.ratelimit_store_path
+        ),
     )
-    unregistered = apply_rate_limits(app)
-    if unregistered:
-        log.warning("rate-limited routes not registered: %s", ", ".join(unregistered))
     app.register_error_handler(RateLimitExceeded, render_rate_limited)
-    production = app.config["STOREFRONT_ENV"] == "production"
-    app.after_request(security_headers_hook(production))
+    app.after_request(security_headers_hook(settings.production))

@@ -9,6 +9,7 @@ import pytest
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.services.catalog import update_product
+from tests.conftest import reconfigure
 
 ITEM_KEYS = {"id", "slug", "name", "price_minor", "price", "currency", "stock", "image_url", "url"}
 
@@ -133,7 +134,7 @@ async def test_a_price_change_shows_in_the_api_at_once(app, client, add_product)
 
 
 async def test_urls_are_absolute_when_the_public_base_url_is_set(app, client, add_product):
-    app.config["PUBLIC_BASE_URL"] = "https://shop.example.com/"
+    reconfigure(app, {"PUBLIC_BASE_URL": "https://shop.example.com/"})
     product = await add_product("Radio")
     item = (await listing(client, "?q=radio"))["items"][0]
     assert item["url"] == f"https://shop.example.com/products/{product.slug}"

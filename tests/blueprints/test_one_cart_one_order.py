@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from storefront.background.paystack_serving import paystack_client_for
+from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import (
@@ -117,7 +118,7 @@ def _reconcile(app, minutes_from_now: float):
     return reconcile_once(
         sessionmaker_for(app),
         paystack_client_for(app),
-        payment_settings(app.config),
+        payment_settings(app_settings(app)),
         now=utcnow() + timedelta(minutes=minutes_from_now),
     )
 

@@ -9,6 +9,7 @@ from storefront.models import Product, utcnow
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import place_wallet_order
 from storefront.services.wallet import credit_wallet
+from tests.conftest import reconfigure
 
 HX = {"HX-Request": "true"}
 
@@ -143,7 +144,7 @@ async def test_wallet_topup_form_only_when_paystack_is_set_up(app, client, make_
     assert 'action="/account/wallet/topup"' not in without
     assert "not available" in without
 
-    app.config["PAYSTACK_ENABLED"] = True
+    reconfigure(app, {"PAYSTACK_ENABLED": True})
     with_form = _text(await (await client.get("/account/wallet")).get_data())
     assert 'action="/account/wallet/topup"' in with_form
     assert 'name="amount"' in with_form and 'name="csrf_token"' in with_form

@@ -13,7 +13,7 @@ from storefront.services.users import (
     make_password_reset_token,
     select_user_by_email,
 )
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, reconfigure
 from tests.fixtures_accounts import (
     NEW_PASSWORD,
     background_work_done,
@@ -235,7 +235,7 @@ async def test_a_token_signed_with_another_key_or_for_another_fingerprint_is_ref
 
 
 async def test_reset_url_falls_back_to_the_request_host(app, client, session, make_user):
-    app.config["PUBLIC_BASE_URL"] = ""
+    reconfigure(app, {"PUBLIC_BASE_URL": ""})
     await make_user(email="host@example.com")
     await request_reset(client, "host@example.com")
     row = await session.scalar(select(OutboxEmail))

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, update
 from storefront.background.paystack_serving import paystack_client_for
 from storefront.blueprints.checkout import PAYSTACK_HIDDEN_REASON
 from storefront.blueprints.paystack import TOPUP_UNAVAILABLE
+from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.lib.paystack import sign_webhook_body
@@ -29,7 +30,7 @@ from storefront.models import (
 )
 from storefront.services.payments import payment_settings, reconcile_once
 from storefront.services.wallet import select_ledger_mismatches
-from tests.conftest import CSRF_TOKEN, wallet_of
+from tests.conftest import CSRF_TOKEN, reconfigure, wallet_of
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_paystack import drain_background_tasks, paystack_form, paystack_overrides
 
@@ -563,7 +564,7 @@ async def test_htmx_refusal_swaps_the_message_into_checkout(
 async def test_a_currency_paystack_does_not_take_is_refused_for_real(
     app, fake_paystack, start_order_payment
 ):
-    app.config["PAYSTACK_CURRENCY"] = "NGN"  # the fake merchant takes GHS only
+    reconfigure(app, {"PAYSTACK_CURRENCY": "NGN"})  # the fake merchant takes GHS only
 
     started = await start_order_payment()
 
@@ -612,7 +613,7 @@ async def test_initialize_timeout_keeps_the_reservation_for_a_retry_and_the_reco
     report = await reconcile_once(
         sessionmaker_for(app),
         paystack_client_for(app),
-        payment_settings(app.config),
+        payment_settings(app_settings(app)),
         now=utcnow() + timedelta(minutes=31),
     )
     assert report.checked == 1
@@ -632,7 +633,7 @@ async def test_initialize_timeout_alone_is_released_by_the_reconciler(
     report = await reconcile_once(
         sessionmaker_for(app),
         paystack_client_for(app),
-        payment_settings(app.config),
+        payment_settings(app_settings(app)),
         now=utcnow() + timedelta(minutes=31),
     )
 
@@ -685,7 +686,11 @@ async def test_reconciler_finishes_a_payment_whose_callback_never_came(
 ):
     started = await start_order_payment()
     fake_paystack.mark_paid(started.reference)
-    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+    reconcile = (
+        sessionmaker_for(app),
+        paystack_client_for(app),
+        payment_settings(app_settings(app)),
+    )
 
     too_soon = await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=1))
     assert too_soon.checked == 0
@@ -706,7 +711,11 @@ async def test_two_reconcilers_at_once_check_each_payment_once(
     for payment in started:
         fake_paystack.mark_paid(payment.reference)
     verifies_before = len(fake_paystack.api_requests("/transaction/verify/"))
-    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+    reconcile = (
+        sessionmaker_for(app),
+        paystack_client_for(app),
+        payment_settings(app_settings(app)),
+    )
     later = utcnow() + timedelta(minutes=5)
 
     reports = await asyncio.gather(*(reconcile_once(*reconcile, now=later) for _ in range(4)))
@@ -723,7 +732,11 @@ async def test_reconciler_leaves_pending_like_statuses_pending(
 ):
     started = await start_order_payment()
     fake_paystack.mark_status(started.reference, "ongoing")
-    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+    reconcile = (
+        sessionmaker_for(app),
+        paystack_client_for(app),
+        payment_settings(app_settings(app)),
+    )
 
     report = await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=90))
 
@@ -736,7 +749,11 @@ async def test_a_charge_reported_after_the_payment_was_closed_goes_to_the_wallet
     app, client, fake_paystack, start_order_payment, session
 ):
     started = await start_order_payment()
-    reconcile = (sessionmaker_for(app), paystack_client_for(app), payment_settings(app.config))
+    reconcile = (
+        sessionmaker_for(app),
+        paystack_client_for(app),
+        payment_settings(app_settings(app)),
+    )
     await reconcile_once(*reconcile, now=utcnow() + timedelta(minutes=31))
     assert (await _payment(app, started.reference)).status == "abandoned"
     fake_paystack.mark_paid(started.reference)  # the shopper paid on a page left open for hours

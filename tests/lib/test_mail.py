@@ -3,6 +3,7 @@ and a fake SendGrid over real HTTP."""
 
 import logging
 import ssl
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,8 @@ from storefront.lib.mail import (
     OutgoingEmail,
     SendGridTransport,
     SmtpTransport,
+    choose_transport,
     describe_transport,
-    transport_from_config,
 )
 from tests.fixtures_mail import SMTP_PASSWORD, SMTP_USERNAME
 from tests.live import free_port
@@ -276,26 +277,22 @@ async def test_console_transport_logs_instead_of_sending(caplog):
     assert "ama@example.com" in caplog.text and "Your order CW-000001" in caplog.text
 
 
-def test_transport_from_config_picks_by_settings():
-    base = {"MAIL_DEFAULT_SENDER": SENDER, "SENDGRID_BASE_URL": "http://sendgrid.test"}
-    assert isinstance(transport_from_config(base), ConsoleTransport)
-    sendgrid_only = transport_from_config({**base, "SENDGRID_API_KEY": "SG.k"})
+def test_choose_transport_picks_by_settings():
+    base: dict[str, Any] = {"sender": SENDER, "sendgrid_base_url": "http://sendgrid.test"}
+    assert isinstance(choose_transport(**base), ConsoleTransport)
+    sendgrid_only = choose_transport(**base, sendgrid_api_key="SG.k")
     assert isinstance(sendgrid_only, SendGridTransport)
     assert sendgrid_only.base_url == "http://sendgrid.test"
-    smtp = transport_from_config(
-        {**base, "MAIL_SERVER": "smtp.gmail.com", "MAIL_USE_SSL": True, "MAIL_USERNAME": "u"}
-    )
+    smtp = choose_transport(**base, smtp_server="smtp.gmail.com", use_ssl=True, username="u")
     assert isinstance(smtp, SmtpTransport)
     assert (smtp.port, smtp.use_ssl, smtp.use_starttls) == (465, True, False)
-    starttls = transport_from_config({**base, "MAIL_SERVER": "smtp.test", "MAIL_USE_TLS": True})
+    starttls = choose_transport(**base, smtp_server="smtp.test", use_starttls=True)
     assert isinstance(starttls, SmtpTransport) and starttls.port == 587
-    both = transport_from_config({**base, "MAIL_SERVER": "smtp.test", "SENDGRID_API_KEY": "k"})
+    both = choose_transport(**base, smtp_server="smtp.test", sendgrid_api_key="k")
     assert isinstance(both, FallbackTransport)
     assert "SendGrid" in describe_transport(both) and "smtp.test" in describe_transport(both)
     with pytest.raises(ValueError, match="exclusive"):
-        transport_from_config(
-            {**base, "MAIL_SERVER": "smtp.test", "MAIL_USE_TLS": True, "MAIL_USE_SSL": True}
-        )
+        choose_transport(**base, smtp_server="smtp.test", use_starttls=True, use_ssl=True)
 
 
 async def test_text_only_and_non_ascii_headers(smtp_server):

@@ -20,7 +20,7 @@ from storefront.background.outbox_sender import (
 )
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import SendGridTransport, SmtpTransport, transport_from_config
+from storefront.lib.mail import SendGridTransport, SmtpTransport, choose_transport
 from storefront.models import Order, OrderLine, OutboxEmail, utcnow
 from storefront.services import outbox
 from storefront.services.outbox import (
@@ -634,15 +634,13 @@ async def test_stopping_finishes_the_send_in_flight_and_releases_the_rest(
 
 async def test_sendgrid_fallback_when_smtp_fails(app, fake_sendgrid):
     await queue_test_emails(app, 1, prefix="fallback")
-    transport = transport_from_config(
-        {
-            "MAIL_SERVER": "127.0.0.1",
-            "MAIL_PORT": free_port(),
-            "MAIL_DEFAULT_SENDER": SENDER,
-            "MAIL_TIMEOUT_SECONDS": 2,
-            "SENDGRID_API_KEY": "SG.fallback",
-            "SENDGRID_BASE_URL": fake_sendgrid.base_url,
-        }
+    transport = choose_transport(
+        SENDER,
+        timeout=2,
+        smtp_server="127.0.0.1",
+        smtp_port=free_port(),
+        sendgrid_api_key="SG.fallback",
+        sendgrid_base_url=fake_sendgrid.base_url,
     )
 
     result = await send_due_batch(sessionmaker_for(app), transport, now=T0)
@@ -661,8 +659,8 @@ async def test_sendgrid_fallback_when_smtp_fails(app, fake_sendgrid):
 
 
 async def test_sendgrid_only_when_no_smtp(app, fake_sendgrid):
-    transport = transport_from_config(
-        {"SENDGRID_API_KEY": "SG.only", "SENDGRID_BASE_URL": fake_sendgrid.base_url}
+    transport = choose_transport(
+        "shop@localhost", sendgrid_api_key="SG.only", sendgrid_base_url=fake_sendgrid.base_url
     )
     assert isinstance(transport, SendGridTransport)
     await queue_test_emails(app, 2, prefix="sg")

@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from storefront.background.paystack_serving import paystack_client_for
+from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.lib.paystack import REFERENCE_PATTERN
@@ -40,7 +41,7 @@ def _finalize(app, reference: str, now=None):
         sessionmaker_for(app),
         paystack_client_for(app),
         reference,
-        payment_settings(app.config),
+        payment_settings(app_settings(app)),
         now,
     )
 
@@ -49,7 +50,7 @@ async def _initialized_topup(app, user_id: int, amount_minor: int = 5000) -> Pay
     async with sessionmaker_for(app)() as db_session:
         async with write_transaction(db_session):
             payment = await insert_topup_payment(
-                db_session, user_id, amount_minor, utcnow(), payment_settings(app.config)
+                db_session, user_id, amount_minor, utcnow(), payment_settings(app_settings(app))
             )
         outcome = await initialize_payment(
             db_session,
@@ -57,7 +58,7 @@ async def _initialized_topup(app, user_id: int, amount_minor: int = 5000) -> Pay
             payment,
             "ama@example.com",
             "http://shop.test/paystack/callback",
-            payment_settings(app.config),
+            payment_settings(app_settings(app)),
         )
     assert outcome.authorization_url
     return payment
@@ -201,7 +202,7 @@ async def test_a_reference_paystack_never_saw_is_abandoned_only_after_the_grace_
     user = await make_user()
     async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
         payment = await insert_topup_payment(
-            db_session, user.id, 5000, utcnow(), payment_settings(app.config)
+            db_session, user.id, 5000, utcnow(), payment_settings(app_settings(app))
         )
 
     assert (await _finalize(app, payment.reference)).status == "pending"

@@ -22,7 +22,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 # Nothing listens on port 1: connections are refused at once, as with a stopped Redis.
 DOWN_REDIS_URL = "redis://127.0.0.1:1/0"
-LOGIN_LIMIT = 10  # per minute, storefront.web.security.RATE_LIMITED_ROUTES
+LOGIN_LIMIT = 10  # per minute, @rate_limit on storefront.blueprints.account.login
 REGISTER_LIMIT = 5
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)">')
 # Settings a developer's shell may hold that would change what the served app does.
