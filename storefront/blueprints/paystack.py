@@ -21,7 +21,7 @@ from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
-from storefront.models.payment import PaymentStatus
+from storefront.models.payment import PaymentPurpose, PaymentStatus
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
@@ -36,7 +36,6 @@ from storefront.services.orders import (
     select_order_lines,
 )
 from storefront.services.payments import (
-    PURPOSE_TOPUP,
     HoldExpired,
     PaymentSettings,
     PaymentState,
@@ -237,7 +236,7 @@ async def callback() -> Response:
         return await render_page_or_block(
             "paystack/result.html", "payment", state=None, message=None, neutral=True
         )
-    if state.purpose == PURPOSE_TOPUP and state.status != PaymentStatus.PENDING:
+    if state.purpose == PaymentPurpose.WALLET_TOPUP and state.status != PaymentStatus.PENDING:
         await flash(*_topup_flash(state))
         return redirect("/account/wallet", 303)  # type: ignore[return-value]
     db_session = get_session()

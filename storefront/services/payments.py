@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 SessionFactory = async_sessionmaker[AsyncSession]
 
-PURPOSE_ORDER = PaymentPurpose.ORDER
-PURPOSE_TOPUP = PaymentPurpose.WALLET_TOPUP
 FAILED_STATUSES = (GatewayStatus.FAILED, GatewayStatus.REVERSED)
 MAX_REASON_LENGTH = 1000
 
@@ -270,7 +268,7 @@ async def insert_order_payment(
         )
     return await insert_payment(
         session,
-        purpose=PURPOSE_ORDER,
+        purpose=PaymentPurpose.ORDER,
         user_id=order.user_id,
         order_id=order.id,
         amount_minor=order.total_minor,
@@ -285,7 +283,7 @@ async def insert_topup_payment(
 ) -> Payment:
     return await insert_payment(
         session,
-        purpose=PURPOSE_TOPUP,
+        purpose=PaymentPurpose.WALLET_TOPUP,
         user_id=user_id,
         amount_minor=amount_minor,
         currency=settings.currency,
@@ -563,7 +561,7 @@ async def _give_value(
         return False
     payment = await session.get(Payment, payment_id, populate_existing=True)
     assert payment is not None
-    if payment.purpose == PURPOSE_TOPUP:
+    if payment.purpose == PaymentPurpose.WALLET_TOPUP:
         await _credit_topup(session, payment)
         return True
     assert payment.order_id is not None
@@ -770,7 +768,7 @@ async def credit_success_after_close(
                     payment.user_id,
                     verified.amount_minor,
                     kind=WalletEntryKind.TOPUP
-                    if payment.purpose == PURPOSE_TOPUP
+                    if payment.purpose == PaymentPurpose.WALLET_TOPUP
                     else WalletEntryKind.REFUND,
                     source_reference=reference,
                     note=f"Paystack payment {reference} arrived after it was closed",

@@ -11,10 +11,17 @@ from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.lib.paystack import REFERENCE_PATTERN
-from storefront.models import Order, OutboxEmail, Payment, Product, WalletEntry, utcnow
+from storefront.models import (
+    Order,
+    OutboxEmail,
+    Payment,
+    PaymentPurpose,
+    Product,
+    WalletEntry,
+    utcnow,
+)
 from storefront.services.orders import OrderStatusChanged
 from storefront.services.payments import (
-    PURPOSE_TOPUP,
     finalize_payment,
     initialize_payment,
     insert_order_payment,
@@ -88,7 +95,7 @@ async def test_a_payment_amount_is_positive_int_pesewas(app, session, make_user,
         async with write_transaction(session):
             await insert_payment(
                 session,
-                purpose=PURPOSE_TOPUP,
+                purpose=PaymentPurpose.WALLET_TOPUP,
                 user_id=user.id,
                 amount_minor=amount,
                 currency="GHS",
