@@ -17,12 +17,12 @@ import pytest
 from quart import Quart
 from sqlalchemy import event, func, select, text
 
-from storefront.blueprints.cart import cart_turn
 from storefront.db.engine import sessionmaker_for
 from storefront.db.sqlite_batches import sqlite_batch_writer
 from storefront.db.sqlite_writer import sqlite_writer_gate
 from storefront.db.transactions import take_turn, waiting_for_turn
 from storefront.models import CartItem, WebhookEvent
+from storefront.services.cart import cart_turn
 from tests.conftest import CSRF_TOKEN, TEST_PASSWORD, reconfigure
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_accounts import LiveServer
@@ -65,7 +65,7 @@ async def test_writer_gate_vs_pool_deadlock_queued_adds_hold_no_connection(
     product = await add_product(stock=1_000)
     assert (await post_add(client, product.id)).status_code == 200  # the cart exists now
     engine = app.extensions["db_engine"]
-    writer = sqlite_batch_writer(app)
+    writer = sqlite_batch_writer(engine)
     gate = sqlite_writer_gate(engine)
     assert writer is not None and gate is not None
     async with gate.hold():

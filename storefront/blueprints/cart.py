@@ -1,12 +1,10 @@
 """The cart page, add / change / remove (htmx fragments or no-JS 303s) and coupons."""
 
-from functools import partial
 from typing import Any
 
 from quart import (
     Blueprint,
     Response,
-    current_app,
     flash,
     make_response,
     redirect,
@@ -19,23 +17,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.wrappers import Response as WerkzeugResponse
 
 from storefront.db.engine import get_session
-from storefront.db.sqlite_batches import sqlite_batch_writer
 from storefront.db.transactions import write_transaction
 from storefront.lib.money import format_minor
-from storefront.models import Cart, Product, utcnow
+from storefront.models import Cart, utcnow
 from storefront.services.cart import (
     CartError,
     CartTotals,
-    add_to_current_cart,
-    add_to_existing_cart_now,
+    cart_turn,
     parse_product_id,
     parse_quantity,
     price_cart,
     select_cart_lines,
     select_current_cart,
-    set_cart_coupon,
-    set_cart_quantity,
 )
+from storefront.services.cart_add import add_to_cart
+from storefront.services.cart_changes import set_cart_coupon, set_cart_quantity
 from storefront.services.coupons import CouponCheck, evaluate_coupon, normalise_code
 from storefront.web.auth import current_customer
 from storefront.web.cart_badge import show_badge_count
@@ -57,14 +53,6 @@ async def current_cart(db_session: AsyncSession) -> Cart | None:
     return await select_current_cart(
         db_session, customer.id if customer else None, browser_session.get(CART_TOKEN_KEY)
     )
-
-
-def cart_turn(user_id: int | None, cart_token: str | None) -> tuple[str, object] | None:
-    """The key a cart's writes take turns on (take_turn): one shopper's parallel adds queue
-    in the worker instead of each holding a pooled connection at the cart's row lock."""
-    if user_id is not None:
-        return ("cart-of-user", user_id)
-    return ("cart", cart_token) if cart_token else None
 
 
 async def remember_cart(cart_token: str | None, item_count: int) -> None:
@@ -117,38 +105,24 @@ async def add_item() -> AnyResponse:
     """Add a product to the cart (creating the cart on the first add)."""
     form = await request.form
     next_url = safe_next_path(form.get("next")) or "/cart"
-    product_id: int | None = None
     try:
         product_id = parse_product_id(form.get("product_id"))
-        quantity = parse_quantity(form.get("quantity", "1"), allow_zero=False)
         customer = await current_customer()
-        user_id = customer.id if customer else None
-        cart_token = browser_session.get(CART_TOKEN_KEY)
-        change = None
-        batch_writer = sqlite_batch_writer(current_app)
-        if batch_writer is not None:
-            change = await batch_writer.run(
-                partial(
-                    add_to_existing_cart_now,
-                    user_id=user_id,
-                    cart_token=cart_token,
-                    product_id=product_id,
-                    quantity=quantity,
-                )
-            )
-        if change is None:
-            db_session = get_session()
-            async with write_transaction(db_session, cart_turn(user_id, cart_token)):
-                change = await add_to_current_cart(
-                    db_session, user_id, cart_token, product_id, quantity
-                )
-    except CartError as error:
-        return await _add_refused(product_id, str(error), next_url)
+        change = await add_to_cart(
+            get_session(),
+            customer.id if customer else None,
+            browser_session.get(CART_TOKEN_KEY),
+            product_id,
+            form.get("quantity", "1"),
+        )
+    except CartError as refusal:
+        return await _add_refused(refusal, next_url)
     await remember_cart(change.cart_token, change.item_count)
     if not is_htmx():
         return await _back(
             next_url,
-            f"Added {quantity} × {change.product.name} to your cart ({change.quantity} in cart).",
+            f"Added {change.added} × {change.product.name} to your cart "
+            f"({change.quantity} in cart).",
             "ok",
         )
     form_context = {
@@ -160,17 +134,14 @@ async def add_item() -> AnyResponse:
     return await _fragments(200, ("cart/_add_form.html", form_context), _badge(change.item_count))
 
 
-async def _add_refused(product_id: int | None, message: str, next_url: str) -> AnyResponse:
+async def _add_refused(refusal: CartError, next_url: str) -> AnyResponse:
     if not is_htmx():
-        return await _back(next_url, message, "error")
-    product = None
-    if product_id is not None:
-        product = await get_session().get(Product, product_id)
-    if product is None or not product.is_active:
-        return await _fragments(422, ("cart/_message.html", {"message": message}))
+        return await _back(next_url, str(refusal), "error")
+    if refusal.product is None:
+        return await _fragments(422, ("cart/_message.html", {"message": str(refusal)}))
     form_context = {
-        "product": product,
-        "message": message,
+        "product": refusal.product,
+        "message": str(refusal),
         "message_class": "error",
         "next_url": next_url,
     }

@@ -7,12 +7,11 @@ from quart_rate_limiter import rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.datastructures import MultiDict
 
-from storefront.blueprints.cart import cart_turn
 from storefront.db.engine import get_session
 from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.models import Order, User, utcnow
 from storefront.models.order import DeliveryMethod, OrderStatus, PaymentMethod
-from storefront.services.cart import CartTotals, price_cart, select_cart_for_user
+from storefront.services.cart import CartTotals, cart_turn, price_cart, select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
     EmptyCart,

@@ -8,7 +8,6 @@ from quart_rate_limiter import RateLimit, rate_limit
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.background.paystack_serving import paystack_client_for
-from storefront.blueprints.cart import cart_turn
 from storefront.blueprints.checkout import (
     PAYSTACK_HIDDEN_REASON,
     parse_shown_total,
@@ -22,7 +21,7 @@ from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
 from storefront.models.payment import PaymentPurpose, PaymentStatus
-from storefront.services.cart import select_cart_for_user
+from storefront.services.cart import cart_turn, select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
     EmptyCart,

@@ -10,11 +10,14 @@ a quiet shop waits for nothing.
 
 A caller waits for the writer gate through the queue, so it first hands back the request's
 pooled connection (release_request_connection): the gate comes first, then a connection.
+
+What it buys, measured on the cart add's benchmark row: docs/PERFORMANCE.md.
 """
 
 import asyncio
 import logging
 import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -22,8 +25,8 @@ from typing import Any, TypeVar, cast
 
 from quart import Quart
 from sqlalchemy import create_engine
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from storefront.config import app_settings
 from storefront.db.engine import WRITE_OPTION, configure_sqlite
@@ -32,8 +35,6 @@ from storefront.db.transactions import release_request_connection
 
 T = TypeVar("T")
 BatchWrite = Callable[[Connection], T]
-
-EXTENSION_KEY = "sqlite_batch_writer"
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,12 @@ class SQLiteBatchWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._apply_forever(), name="sqlite-batch-writer")
 
-    async def run(self, write: BatchWrite[T]) -> T:
-        """Apply `write(connection)` in the next batch's transaction; its result or its error."""
+    async def run(self, write: BatchWrite[T], session: AsyncSession | None = None) -> T:
+        """Apply `write(connection)` in the next batch's transaction; its result or its error.
+        The read transactions of `session` and of the request's session end first."""
         if self._closing or self._task is None:
             raise RuntimeError("the SQLite batch writer is not running")
-        await release_request_connection()
+        await release_request_connection(session)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((write, future))
         self._wakeup.set()
@@ -157,10 +159,13 @@ class SQLiteBatchWriter:
             self._connection = None
 
 
+_batch_writers: "weakref.WeakKeyDictionary[Engine, SQLiteBatchWriter]" = weakref.WeakKeyDictionary()
+
+
 @asynccontextmanager
 async def serve_sqlite_batch_writer(app: Quart) -> AsyncIterator[None]:
-    """A batch writer per worker while serving, for a SQLite file database only."""
-    engine = app.extensions["db_engine"]
+    """A batch writer per worker for the app's engine while serving, on a SQLite file only."""
+    engine: AsyncEngine = app.extensions["db_engine"]
     if sqlite_file_path(engine) is None:
         yield
         return
@@ -171,14 +176,17 @@ async def serve_sqlite_batch_writer(app: Quart) -> AsyncIterator[None]:
         yield
         return
     writer.start()
-    app.extensions[EXTENSION_KEY] = writer
+    _batch_writers[engine.sync_engine] = writer
     try:
         yield
     finally:
-        app.extensions.pop(EXTENSION_KEY, None)
+        _batch_writers.pop(engine.sync_engine, None)
         await writer.close()
 
 
-def sqlite_batch_writer(app: Quart) -> SQLiteBatchWriter | None:
-    """The app's batch writer while serving on a SQLite file, else None."""
-    return app.extensions.get(EXTENSION_KEY)
+def sqlite_batch_writer(bind: object) -> SQLiteBatchWriter | None:
+    """The batch writer serving this engine (a session's bind), else None: another database,
+    or an engine that no serving app made (a script's, a test's own)."""
+    if not isinstance(bind, AsyncEngine):
+        return None
+    return _batch_writers.get(bind.sync_engine)

@@ -14,7 +14,8 @@ from storefront.lib.money import format_minor
 from storefront.models import Cart, CartItem, Order, OrderLine, Product, User
 from storefront.models.order import DeliveryMethod, OrderStatus, PaymentMethod
 from storefront.models.user import WalletEntryKind
-from storefront.services.cart import CartLine, clear_cart, select_cart_lines
+from storefront.services.cart import CartLine, select_cart_lines
+from storefront.services.cart_changes import clear_cart
 from storefront.services.coupons import (
     CouponError,
     evaluate_coupon,

@@ -299,6 +299,21 @@ async def test_bad_add_quantities_change_nothing(app, client, add_product, quant
     assert after_session.get("cart_count") == before_session["cart_count"] == 2
 
 
+@pytest.mark.both_databases
+@pytest.mark.parametrize("quantity", ["6", "abc"])
+async def test_a_refused_add_shows_the_form_from_the_refusal(app, client, add_product, quantity):
+    """The refusal carries the product to show: the view reads nothing after the add."""
+    product = await add_product(name="Kente Cloth", stock=5)
+    await post_add(client, product.id, "2")
+    with counted_statements(app) as statements:
+        response = await post_add(client, product.id, quantity, htmx=True)
+    body = await response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert f'id="add-form-{product.id}"' in body and 'max="5"' in body
+    product_reads = [sql for sql in statements if sql.startswith("SELECT") and "products" in sql]
+    assert len(product_reads) == 1, statements
+
+
 @pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no-js"])
 @pytest.mark.parametrize("which", ["unknown", "inactive", "not-a-number", "missing"])
 async def test_bad_products_on_a_first_add_create_no_cart(app, client, add_product, which, htmx):

@@ -97,7 +97,16 @@ async def test_close_applies_what_is_queued_then_refuses(engine):
 @pytest.mark.both_databases
 async def test_the_app_has_a_batch_writer_only_on_a_sqlite_file(app):
     on_sqlite = app.config["DATABASE_URL"].startswith("sqlite")
-    assert (sqlite_batch_writer(app) is not None) == on_sqlite
+    served = app.extensions["db_engine"]
+    assert (sqlite_batch_writer(served) is not None) == on_sqlite
+    async with make_sessionmaker(served)() as session:
+        assert sqlite_batch_writer(session.bind) is sqlite_batch_writer(served)
+    # An engine no serving app made (a script's, a test's) writes without one.
+    other = make_engine(app.config["DATABASE_URL"])
+    try:
+        assert sqlite_batch_writer(other) is None
+    finally:
+        await other.dispose()
 
 
 async def test_a_failing_gate_refuses_the_waiting_writes_and_the_writer_goes_on(

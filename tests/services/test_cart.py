@@ -1,21 +1,20 @@
-"""Cart service: quantities within stock, lines in one query, totals with coupons, guest merge."""
+"""Cart service: the one add (batch writer or write transaction), quantities within stock, lines
+in one query, totals with coupons, guest merge."""
 
 import asyncio
 
 import pytest
 from sqlalchemy import event, func, select
 
-from storefront.db.engine import sessionmaker_for
+from storefront.db.engine import make_engine, make_sessionmaker, sessionmaker_for
+from storefront.db.sqlite_batches import sqlite_batch_writer
 from storefront.db.transactions import write_transaction
 from storefront.models import Cart, CartItem
 from storefront.services.cart import (
     CartError,
-    add_to_cart,
-    add_to_current_cart,
-    clear_cart,
+    CartProduct,
     count_cart_items,
     insert_cart,
-    merge_guest_cart,
     parse_product_id,
     parse_quantity,
     price_cart,
@@ -23,6 +22,11 @@ from storefront.services.cart import (
     select_cart_for_user,
     select_cart_lines,
     select_current_cart,
+)
+from storefront.services.cart_add import add_to_cart
+from storefront.services.cart_changes import (
+    clear_cart,
+    merge_guest_cart,
     set_cart_coupon,
     set_cart_quantity,
 )
@@ -44,8 +48,8 @@ async def new_cart(app, user_id: int | None = None) -> Cart:
 
 
 async def put(app, cart: Cart, product_id: int, quantity: int) -> None:
-    async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
-        await add_to_cart(db_session, cart, product_id, quantity)
+    async with sessionmaker_for(app)() as db_session:
+        await add_to_cart(db_session, cart.user_id, cart.token, product_id, quantity)
 
 
 @pytest.mark.parametrize(
@@ -85,14 +89,13 @@ def test_parse_product_id_refuses(raw):
 
 async def test_add_creates_the_cart_and_sums_quantities(app, session, add_product):
     product = await add_product(stock=5)
-    async with write_transaction(session):
-        change = await add_to_cart(session, None, product.id, 2)
-    assert change.quantity == 2 and change.item_count == 2
+    change = await add_to_cart(session, None, None, product.id, 2)
+    assert (change.added, change.quantity, change.item_count) == (2, 2, 2)
     async with sessionmaker_for(app)() as fresh:
         cart = await select_cart_by_token(fresh, change.cart_token)
-    async with write_transaction(session):
-        change = await add_to_cart(session, cart, product.id, 3)
-    assert change.quantity == 5 and change.item_count == 5
+    change = await add_to_cart(session, None, cart.token, product.id, "3")
+    assert (change.cart_id, change.cart_token) == (cart.id, cart.token)
+    assert (change.added, change.quantity, change.item_count) == (3, 5, 5)
     assert await cart_contents(app, cart.id) == {product.id: 5}
 
 
@@ -104,9 +107,11 @@ async def test_add_creates_the_cart_and_sums_quantities(app, session, add_produc
         ({"stock": 0}, 0, 1, "out of stock"),
         ({"is_active": False}, 0, 1, "no longer sold"),
         ({}, 0, 0, "at least 1"),
+        ({"stock": 3}, 0, "x", "whole number"),
+        ({"stock": 3}, 0, "-2", "cannot be negative"),
     ],
 )
-async def test_add_refusals_change_nothing(
+async def test_add_refusals_change_nothing_and_carry_the_product_to_show(
     app, session, add_product, product_kwargs, already, adding, message
 ):
     product = await add_product(**product_kwargs)
@@ -116,20 +121,20 @@ async def test_add_refusals_change_nothing(
     if already:
         await put(app, cart, product.id, already)
     before = await cart_contents(app, cart.id)
-    with pytest.raises(CartError, match=message):
-        async with write_transaction(session):
-            await add_to_cart(session, cart, product.id, adding)
+    with pytest.raises(CartError, match=message) as refused:
+        await add_to_cart(session, None, cart.token, product.id, adding)
     assert await cart_contents(app, cart.id) == before
+    shown = CartProduct(product.id, product.name, product.stock) if product.is_active else None
+    assert refused.value.product == shown
 
 
 async def test_refused_first_add_creates_no_cart(app, session, add_product):
     product = await add_product(stock=1)
     with pytest.raises(CartError):
-        async with write_transaction(session):
-            await add_to_cart(session, None, product.id, 2)
-    with pytest.raises(CartError, match="does not exist"):
-        async with write_transaction(session):
-            await add_to_cart(session, None, 999_999, 1)
+        await add_to_cart(session, None, None, product.id, 2)
+    with pytest.raises(CartError, match="does not exist") as refused:
+        await add_to_cart(session, None, None, 999_999, 1)
+    assert refused.value.product is None
     assert await session.scalar(select(func.count()).select_from(Cart)) == 0
 
 
@@ -139,10 +144,10 @@ async def test_set_quantity_and_remove(app, session, add_product):
     await put(app, cart, product.id, 1)
     async with write_transaction(session):
         change = await set_cart_quantity(session, cart, product.id, 4)
-    assert change.quantity == 4 and change.item_count == 4
+    assert (change.quantity, change.added, change.item_count) == (4, 3, 4)
     async with write_transaction(session):
         change = await set_cart_quantity(session, cart, product.id, 0)
-    assert change.item_count == 0
+    assert (change.quantity, change.added, change.item_count) == (0, -4, 0)
     assert await cart_contents(app, cart.id) == {}
 
 
@@ -385,10 +390,7 @@ async def test_concurrent_adds_to_one_cart_stay_within_stock(app, add_product):
     async def add_one() -> bool:
         async with sessionmaker_for(app)() as own:
             try:
-                async with write_transaction(own):
-                    await add_to_cart(
-                        own, await select_cart_by_token(own, cart.token), product.id, 1
-                    )
+                await add_to_cart(own, None, cart.token, product.id, 1)
             except CartError:
                 return False
         return True
@@ -404,9 +406,8 @@ async def test_concurrent_first_adds_of_a_customer_make_one_cart(app, make_user,
     product = await add_product(stock=50)
 
     async def add_one() -> None:
-        async with sessionmaker_for(app)() as own, write_transaction(own):
-            cart = await select_cart_for_user(own, user.id)
-            await add_to_cart(own, cart, product.id, 1, user.id)
+        async with sessionmaker_for(app)() as own:
+            await add_to_cart(own, user.id, None, product.id, 1)
 
     await asyncio.gather(*(add_one() for _ in range(8)))
     async with sessionmaker_for(app)() as fresh:
@@ -415,21 +416,53 @@ async def test_concurrent_first_adds_of_a_customer_make_one_cart(app, make_user,
     assert await cart_contents(app, carts[0].id) == {product.id: 8}
 
 
-async def add_current(app, user_id, cart_token, product_id, quantity):
-    """One request's add: the shopper's cart found by customer id or guest token."""
-    async with sessionmaker_for(app)() as own, write_transaction(own):
-        return await add_to_current_cart(own, user_id, cart_token, product_id, quantity)
+@pytest.mark.both_databases
+async def test_concurrent_first_carts_of_a_customer_are_one_cart(app, make_user):
+    """Adds of one customer take turns within a worker; across workers the unique user_id
+    decides, and the loser of the race goes on with the winner's cart."""
+    user = await make_user()
+
+    async def make_one() -> int:
+        async with sessionmaker_for(app)() as own, write_transaction(own):
+            return (await insert_cart(own, user.id)).id
+
+    cart_ids = await asyncio.gather(*(make_one() for _ in range(8)))
+    assert len(set(cart_ids)) == 1
+    async with sessionmaker_for(app)() as fresh:
+        assert (await select_cart_for_user(fresh, user.id)).id == cart_ids[0]
+
+
+@pytest.fixture(name="add_current", params=["app engine", "engine of its own"])
+async def _add_current(request, app, database_url):
+    """One request's add, the shopper's cart found by customer id or guest token. On SQLite the
+    app's engine has the batch writer; an engine of its own (a script's) has none, so every add
+    there is a write transaction, as on PostgreSQL."""
+    if request.param == "app engine":
+        sessionmaker = sessionmaker_for(app)
+    else:
+        sessionmaker = make_sessionmaker(make_engine(database_url))
+    assert (sqlite_batch_writer(sessionmaker.kw["bind"]) is not None) == (
+        request.param == "app engine" and database_url.startswith("sqlite")
+    )
+
+    async def add(user_id, cart_token, product_id, quantity):
+        async with sessionmaker() as own:
+            return await add_to_cart(own, user_id, cart_token, product_id, quantity)
+
+    yield add
+    if request.param != "app engine":
+        await sessionmaker.kw["bind"].dispose()
 
 
 @pytest.mark.both_databases
-async def test_add_to_current_cart_finds_makes_and_refuses(app, make_user, add_product):
+async def test_add_to_cart_finds_makes_and_refuses(app, make_user, add_product, add_current):
     phone = await add_product(name="Phone", stock=3)
     case = await add_product(name="Case", stock=10)
-    first = await add_current(app, None, None, phone.id, 1)
+    first = await add_current(None, None, phone.id, 1)
     assert first.cart_token and (first.quantity, first.item_count) == (1, 1)
-    again = await add_current(app, None, first.cart_token, phone.id, 2)
+    again = await add_current(None, first.cart_token, phone.id, 2)
     assert (again.cart_id, again.quantity, again.item_count) == (first.cart_id, 3, 3)
-    other = await add_current(app, None, first.cart_token, case.id, 4)
+    other = await add_current(None, first.cart_token, case.id, 4)
     assert (other.quantity, other.item_count, other.product.name) == (4, 7, "Case")
     refusals = [
         (phone.id, 1, "Only 3 of Phone in stock; you already have 3"),
@@ -438,65 +471,93 @@ async def test_add_to_current_cart_finds_makes_and_refuses(app, make_user, add_p
     ]
     for product_id, quantity, message in refusals:
         with pytest.raises(CartError, match=message):
-            await add_current(app, None, first.cart_token, product_id, quantity)
+            await add_current(None, first.cart_token, product_id, quantity)
     assert await cart_contents(app, first.cart_id) == {phone.id: 3, case.id: 4}
 
     user = await make_user()
-    mine = await add_current(app, user.id, first.cart_token, case.id, 2)
+    mine = await add_current(user.id, first.cart_token, case.id, 2)
     assert mine.cart_id != first.cart_id and mine.item_count == 2
-    mine = await add_current(app, user.id, None, case.id, 1)
+    assert mine.cart_token is None  # a customer's cart is found by their id, not a token
+    mine = await add_current(user.id, None, case.id, 1)
     assert (mine.quantity, mine.item_count) == (3, 3)
     async with sessionmaker_for(app)() as fresh:
         user_cart = await select_cart_for_user(fresh, user.id)
     # A customer's cart token held by a guest browser opens a new guest cart instead.
-    guest = await add_current(app, None, user_cart.token, case.id, 1)
+    guest = await add_current(None, user_cart.token, case.id, 1)
     assert guest.cart_id not in (user_cart.id, first.cart_id) and guest.item_count == 1
+    assert guest.cart_token not in (None, user_cart.token)
     assert await cart_contents(app, user_cart.id) == {case.id: 3}
 
 
 @pytest.mark.both_databases
-async def test_add_to_current_cart_refuses_sold_out_and_inactive(app, add_product):
+async def test_add_to_cart_refuses_sold_out_and_inactive(app, add_product, add_current):
     sold_out = await add_product(name="Gone", stock=0)
     hidden = await add_product(name="Hidden", is_active=False)
     kept = await add_product(stock=5)
-    cart = await add_current(app, None, None, kept.id, 1)
+    cart = await add_current(None, None, kept.id, 1)
     for product_id, message in ((sold_out.id, "Gone is out of stock"), (hidden.id, "no longer")):
         with pytest.raises(CartError, match=message):
-            await add_current(app, None, cart.cart_token, product_id, 1)
+            await add_current(None, cart.cart_token, product_id, 1)
         with pytest.raises(CartError, match=message):
-            await add_current(app, None, None, product_id, 1)
+            await add_current(None, None, product_id, 1)
     assert await cart_contents(app, cart.cart_id) == {kept.id: 1}
     async with sessionmaker_for(app)() as fresh:
         assert await fresh.scalar(select(func.count()).select_from(Cart)) == 1
 
 
 @pytest.mark.both_databases
-async def test_concurrent_adds_to_current_cart_keep_stock_and_badge(app, add_product):
+async def test_concurrent_adds_to_cart_keep_stock_and_badge(app, add_product, add_current):
     scarce = await add_product(stock=5)
     others = [await add_product(stock=50) for _ in range(6)]
-    token = (await add_current(app, None, None, others[0].id, 1)).cart_token
+    token = (await add_current(None, None, others[0].id, 1)).cart_token
 
     async def add_scarce() -> bool:
         try:
-            await add_current(app, None, token, scarce.id, 1)
+            await add_current(None, token, scarce.id, 1)
         except CartError:
             return False
         return True
 
     assert sum(await asyncio.gather(*(add_scarce() for _ in range(12)))) == 5
     # One cart's adds are serialised, so each badge count includes every add before it.
-    changes = await asyncio.gather(
-        *(add_current(app, None, token, product.id, 1) for product in others)
-    )
+    changes = await asyncio.gather(*(add_current(None, token, product.id, 1) for product in others))
     assert sorted(change.item_count for change in changes) == list(range(7, 13))
 
 
-async def test_a_repeat_add_takes_two_statements_between_begin_and_commit(app, add_product):
-    product = await add_product(stock=100)
-    token = (await add_current(app, None, None, product.id, 1)).cart_token
-    with counted_statements(app) as statements:
-        change = await add_current(app, None, token, product.id, 2)
+async def test_a_repeat_add_in_a_write_transaction_takes_two_statements(
+    app, database_url, add_product
+):
+    """Without the batch writer (an engine of its own), the common add is one upsert and one
+    read between BEGIN and COMMIT."""
+    product = (await add_product(stock=100)).id
+    engine = make_engine(database_url)
+    try:
+        async with make_sessionmaker(engine)() as own:
+            token = (await add_to_cart(own, None, None, product, 1)).cart_token
+            statements: list[str] = []
+
+            def record(_conn, _cursor, statement, *_args):
+                statements.append(statement)
+
+            event.listen(engine.sync_engine, "before_cursor_execute", record)
+            try:
+                change = await add_to_cart(own, None, token, product, 2)
+            finally:
+                event.remove(engine.sync_engine, "before_cursor_execute", record)
+    finally:
+        await engine.dispose()
     assert (change.quantity, change.item_count) == (3, 3)
     work = [s for s in statements if s.split()[0].upper() not in ("BEGIN", "COMMIT")]
     assert len(work) == 2, statements
     assert work[0].lstrip().upper().startswith("INSERT INTO CART_ITEMS")
+
+
+async def test_a_repeat_add_on_sqlite_goes_to_the_batch_writer(app, add_product):
+    product = await add_product(stock=100)
+    async with sessionmaker_for(app)() as own:
+        token = (await add_to_cart(own, None, None, product.id, 1)).cart_token
+        with counted_statements(app) as statements:
+            change = await add_to_cart(own, None, token, product.id, 2)
+    assert (change.added, change.quantity, change.item_count) == (2, 3, 3)
+    assert statements == []  # the batch writer's own connection did the work
+    assert await cart_contents(app, change.cart_id) == {product.id: 3}
