@@ -12,13 +12,13 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,7 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from storefront import PROJECT_ROOT
 from storefront.config import database_url_from_env
-from storefront.db.engine import WRITE_OPTION, make_engine, make_sessionmaker
+from storefront.db.engine import WRITE_OPTION, dialect_name, make_engine, make_sessionmaker
 from storefront.db.transactions import write_transaction
 from storefront.demo import catalog_is_empty, seed_demo
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
@@ -116,13 +116,35 @@ async def migrate_database(
 ) -> str:
     """Run Alembic's upgrade (or downgrade) in one transaction; return the revision reached."""
     engine = make_engine(database_url, poolclass=NullPool)
+    on_sqlite = dialect_name(database_url) == "sqlite"
+    if on_sqlite:
+        # SQLite alters a table by copying it, dropping the old one and renaming the copy: with
+        # foreign keys on, the drop would delete (ON DELETE CASCADE) every wallet, login or cart
+        # of the users table, or refuse for their orders. SQLite's own recipe for such changes:
+        # keys off while migrating (set before the transaction begins), then check them.
+        event.listen(engine.sync_engine, "connect", _foreign_keys_off)
     try:
         # A writer from the start (SQLite: BEGIN IMMEDIATE), so a running shop cannot lock it out.
         async with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
             reached = await connection.run_sync(_run_alembic, action, revision)
+            if on_sqlite:
+                await connection.run_sync(_check_foreign_keys)
     finally:
         await engine.dispose()
     return reached or "base"
+
+
+def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse (and so roll back) a migration that left a reference to a missing row."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise RuntimeError(f"the migration left rows referring to missing rows: {broken[:5]}")
 
 
 def _printable_url(database_url: str) -> str:

@@ -4,7 +4,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import CheckConstraint, inspect
+from sqlalchemy import CheckConstraint, inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -76,3 +76,33 @@ async def test_downgrade_base_removes_everything_and_upgrade_again_works(databas
 async def test_upgrade_twice_is_a_no_op(database_url):
     first = await migrate_database(database_url)
     assert await migrate_database(database_url) == first
+
+
+async def test_0002_rebuilding_users_on_sqlite_keeps_their_wallets(database_url):
+    """SQLite rebuilds `users` to drop a column: with foreign keys on, dropping the old table
+    would delete every wallet (ON DELETE CASCADE). The migration runs with them off."""
+    await migrate_database(database_url, "upgrade", "0001")
+    engine = make_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO users (id, email, password_hash, name, phone, role, is_active,"
+                    " created_at, auth_token) VALUES (1, 'ama@shop.test', 'x', 'Ama', '',"
+                    " 'customer', true, '2026-01-01 00:00:00', 'old-token')"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO wallets (id, user_id, balance_minor, currency, updated_at)"
+                    " VALUES (1, 1, 1200, 'GHS', '2026-01-01 00:00:00')"
+                )
+            )
+        assert await migrate_database(database_url, "upgrade", "0002") == "0002"
+        async with engine.connect() as connection:
+            wallets = list(
+                await connection.execute(text("SELECT user_id, balance_minor FROM wallets"))
+            )
+        assert [tuple(row) for row in wallets] == [(1, 1200)]
+    finally:
+        await engine.dispose()
