@@ -1,4 +1,4 @@
-"""The `storefront` command: migrate the database, seed the demo shop, make admins, credit wallets.
+"""The `storefront` command: migrate the database, seed the demo shop, make owners, credit wallets.
 
 Every command reads DATABASE_URL (or .env). Bad arguments print one line and exit 2; a database
 that cannot be reached or is not migrated prints one line and exits 1.
@@ -32,6 +32,7 @@ from storefront.demo import catalog_is_empty, seed_demo
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.models import User
 from storefront.models.user import UserRole, WalletEntryKind
+from storefront.services.audit import record_change
 from storefront.services.users import (
     hash_password,
     insert_user,
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     admin_parser = commands.add_parser(
-        "create-admin", help="create an admin account, or make an existing user an admin"
+        "create-admin", help="create an owner account, or make an existing user an owner"
     )
     admin_parser.add_argument("email")
     admin_parser.add_argument("--password", help="asked for when not given (new accounts only)")
@@ -174,7 +175,7 @@ def _checked_email(email: str) -> str:
 
 
 def _ask_password() -> str:
-    password = getpass.getpass("Password for the new admin: ")
+    password = getpass.getpass("Password for the new owner: ")
     if password != getpass.getpass("Same password again: "):
         raise UsageError("the two passwords differ")
     return password
@@ -195,14 +196,24 @@ async def _create_admin(engine: AsyncEngine, email: str, password: str | None, n
     async with sessionmaker() as session, write_transaction(session):
         user = await select_user_by_email(session, email)
         if user is not None:
-            await session.execute(
-                update(User).where(User.id == user.id).values(role=UserRole.ADMIN)
-            )
             kept = " (password unchanged)" if password is not None else ""
-            return f"{email} is now an admin{kept}"
+            if user.role == UserRole.OWNER:
+                return f"{email} is already an owner{kept}"
+            await record_change(
+                session, None, "user.role", user, {"role": user.role}, {"role": UserRole.OWNER}
+            )
+            await session.execute(
+                update(User).where(User.id == user.id).values(role=UserRole.OWNER)
+            )
+            return f"{email} is now an owner{kept}"
         assert password is not None
-        await insert_user(session, email, hash_password(password), name=name, role=UserRole.ADMIN)
-    return f"created admin {email}"
+        user = await insert_user(
+            session, email, hash_password(password), name=name, role=UserRole.OWNER
+        )
+        await record_change(
+            session, None, "user.create", user, None, {"email": email, "role": UserRole.OWNER}
+        )
+    return f"created owner {email}"
 
 
 async def _wallet_credit(engine: AsyncEngine, email: str, amount: str, note: str) -> str:

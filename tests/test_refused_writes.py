@@ -130,6 +130,14 @@ def refusals(shop: Shop) -> dict[str, list[Refusal]]:
         "/admin/test-email": [
             Refusal("/admin/test-email", form(("to", "not an address")), "address", owner=True)
         ],
+        "/admin/customers/<int:user_id>/role": [
+            Refusal(
+                f"/admin/customers/{shop.owner.id}/role",
+                form(("role", "staff")),
+                "is the only owner",
+                owner=True,
+            )
+        ],
     }
 
 
@@ -149,7 +157,7 @@ NO_JS_ONLY = {"/cart/coupon"}
 @pytest.fixture(name="shop")
 async def _shop(app: Quart, make_user: Any, add_product: Any) -> Shop:
     shopper = await make_user(name="Refused Rita")
-    owner = await make_user(role="admin", name="Owner Olu")
+    owner = await make_user(role="owner", name="Owner Olu")
     beads = await add_product(name="Beads", stock=5, price_minor=50_000)
     other = await add_product(name="Other", stock=5)
     async with sessionmaker_for(app)() as db_session, write_transaction(db_session):

@@ -49,7 +49,7 @@ async def test_anonymous_visitors_go_to_login_and_come_back(client):
 
 
 async def test_the_landing_page_links_every_back_office_area(client, make_user, sign_in):
-    sign_in(client, await make_user(role="admin", email="boss@example.com"))
+    sign_in(client, await make_user(role="owner", email="boss@example.com"))
     response = await client.get("/admin")
     assert response.status_code == 200
     page = await response.get_data(as_text=True)

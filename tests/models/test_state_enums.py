@@ -20,6 +20,7 @@ from storefront.models import (
     PaymentMethod,
     PaymentPurpose,
     PaymentStatus,
+    StockMovementKind,
     UserRole,
     WalletEntryKind,
 )
@@ -40,6 +41,7 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("users", "role"): UserRole,
     ("wallet_entries", "kind"): WalletEntryKind,
     ("coupons", "kind"): CouponKind,
+    ("stock_movements", "kind"): StockMovementKind,
 }
 IN_CHECK = re.compile(r"(\w+) IN \((.*)\)")
 SQL_STRING = re.compile(r"'([^']*)'")
