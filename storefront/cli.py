@@ -120,8 +120,8 @@ async def migrate_database(
     on_sqlite = dialect_name(database_url) == "sqlite"
     if on_sqlite:
         # SQLite alters a table by copying it, dropping the old one and renaming the copy: with
-        # foreign keys on, the drop would delete (ON DELETE CASCADE) every wallet, login or cart
-        # of the users table, or refuse for their orders. SQLite's own recipe for such changes:
+        # foreign keys on, the drop would delete (ON DELETE CASCADE) every wallet and cart of
+        # the users table, or refuse for their orders. SQLite's own recipe for such changes:
         # keys off while migrating (set before the transaction begins), then check them.
         event.listen(engine.sync_engine, "connect", _foreign_keys_off)
     try:

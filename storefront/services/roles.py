@@ -53,6 +53,9 @@ async def change_role(
             .with_for_update()
         )
     )
+    if actor.id not in owner_ids:
+        # Demoted (or deactivated) since the request began: the change is no longer theirs.
+        raise RoleChangeRefused("Only an owner may change roles.")
     user = await session.scalar(
         select(User)
         .where(User.id == user_id)
