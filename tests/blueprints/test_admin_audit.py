@@ -86,7 +86,7 @@ async def test_pages_by_id_and_htmx_gets_the_list_only(app, client, sign_in, own
     assert older.status_code == 200 and "<html" not in html
     assert html.count('<tr id="audit-') == 5 and "product:5<" in html and "product:1<" in html
     assert "Newest" in html and "Older" not in html
-    assert 'id="admin-status"' in html and 'hx-swap-oob="true"' in html
+    assert 'id="admin-status"' in html and 'hx-swap-oob="innerHTML"' in html
 
 
 @pytest.mark.parametrize(

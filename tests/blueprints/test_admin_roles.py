@@ -86,7 +86,7 @@ async def test_with_htmx_the_list_comes_back_with_the_status_line_out_of_band(
     html = await response.get_data(as_text=True)
     assert response.status_code == 200
     assert "<html" not in html and 'id="staff-list"' in html
-    assert '<div id="admin-status"' in html and 'hx-swap-oob="true"' in html
+    assert '<div id="admin-status"' in html and 'hx-swap-oob="innerHTML"' in html
     assert "ama@shop.test is now owner (was customer)." in html
     assert await role_of(app, ama.id) == "owner"
 
