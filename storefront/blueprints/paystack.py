@@ -21,7 +21,7 @@ from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
-from storefront.models.payment import PaymentPurpose, PaymentStatus
+from storefront.models.payment import PaymentLookup, PaymentPurpose, PaymentStatus
 from storefront.services.cart import select_cart_for_user
 from storefront.services.checkout import (
     CheckoutError,
@@ -229,7 +229,7 @@ async def callback() -> Response:
     state = await finalize_payment(
         sessionmaker_for(current_app), paystack_client_for(current_app), reference, settings
     )
-    if state.status == "unknown":
+    if state.status == PaymentLookup.UNKNOWN:
         abort(404)
     customer = await current_customer()
     if customer is None or customer.id != state.user_id:

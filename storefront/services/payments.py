@@ -31,7 +31,7 @@ from storefront.lib.paystack import (
 )
 from storefront.models import Cart, Order, Payment, User, WebhookEvent, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
-from storefront.models.payment import GatewayStatus, PaymentPurpose, PaymentStatus
+from storefront.models.payment import GatewayStatus, PaymentLookup, PaymentPurpose, PaymentStatus
 from storefront.models.user import WalletEntryKind
 from storefront.services.checkout import (
     CheckoutError,
@@ -101,7 +101,7 @@ class PaymentState:
     """A payment as the shopper's pages show it, after whatever this call did."""
 
     reference: str
-    status: str  # pending | success | failed | abandoned | unknown (no such reference)
+    status: str  # a PaymentStatus, or PaymentLookup.UNKNOWN (no such reference)
     purpose: str = ""
     user_id: int | None = None
     amount_minor: int = 0
@@ -393,7 +393,7 @@ async def select_payment_state(session: AsyncSession, reference: str) -> Payment
     """The payment and its order's status as they are now."""
     payment = await select_payment_by_reference(session, reference)
     if payment is None:
-        return PaymentState(reference=reference, status="unknown")
+        return PaymentState(reference=reference, status=PaymentLookup.UNKNOWN)
     order = None
     if payment.order_id is not None:
         order = await session.scalar(
@@ -475,7 +475,7 @@ async def finalize_payment(
     async with sessionmaker() as session:
         payment = await select_payment_by_reference(session, reference)
         if payment is None:
-            return PaymentState(reference=reference, status="unknown")
+            return PaymentState(reference=reference, status=PaymentLookup.UNKNOWN)
         if payment.status != PaymentStatus.PENDING:
             return await select_payment_state(session, reference)
         # An order's attempts all end with the order's hold, however late "Pay again" began.
