@@ -69,14 +69,15 @@ class NothingToPay(CheckoutError):
 
 @dataclass(frozen=True)
 class PaymentSettings:
-    """What payments need from the app's configuration (services never read Quart's config)."""
+    """What payments need from the app's configuration (services never read Quart's config);
+    made by `payment_settings`, so the defaults stay in config.Settings."""
 
-    currency: str = "GHS"
-    admin_email: str = ""
-    base_url: str = ""
-    abandon_after: timedelta = timedelta(minutes=30)  # an order's hold, from its creation
-    reconcile_after: timedelta = timedelta(minutes=3)
-    max_units_per_product: int = 10  # units of one product one pending order may hold
+    currency: str
+    admin_email: str
+    base_url: str
+    abandon_after: timedelta  # an order's hold, from its creation
+    reconcile_after: timedelta
+    max_units_per_product: int  # units of one product one pending order may hold
 
 
 def payment_settings(settings: Settings, base_url: str | None = None) -> PaymentSettings:
@@ -105,7 +106,7 @@ class PaymentState:
     purpose: str = ""
     user_id: int | None = None
     amount_minor: int = 0
-    currency: str = "GHS"
+    currency: str = ""
     failure_reason: str = ""
     authorization_url: str = ""
     order_number: str | None = None
