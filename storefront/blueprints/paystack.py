@@ -23,12 +23,8 @@ from storefront.models import Payment, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
 from storefront.models.payment import PaymentLookup, PaymentPurpose, PaymentStatus
 from storefront.services.cart import select_cart_for_user
-from storefront.services.checkout import (
-    CheckoutError,
-    EmptyCart,
-    InvalidDelivery,
-    validate_delivery,
-)
+from storefront.services.checkout.delivery import validate_delivery
+from storefront.services.checkout.refusals import CheckoutError, EmptyCart, InvalidDelivery
 from storefront.services.orders import (
     ORDER_NUMBER_PREFIX,
     OrderStatusChanged,

@@ -33,12 +33,10 @@ from storefront.models import Cart, Order, Payment, User, WebhookEvent, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
 from storefront.models.payment import GatewayStatus, PaymentLookup, PaymentPurpose, PaymentStatus
 from storefront.models.user import WalletEntryKind
-from storefront.services.checkout import (
-    CheckoutError,
-    EmptyCart,
-    create_order_from_cart,
-    lock_cart,
-    queue_order_emails,
+from storefront.services.checkout.order_emails import queue_order_emails
+from storefront.services.checkout.placement import create_order_from_cart, lock_cart
+from storefront.services.checkout.refusals import CheckoutError, EmptyCart
+from storefront.services.checkout.release import (
     release_order_reservation,
     return_order_lines_to_cart,
 )
