@@ -41,7 +41,8 @@ from storefront.services.checkout.release import (
     return_order_lines_to_cart,
 )
 from storefront.services.orders import OrderStatusChanged, select_order_lines, transition_order
-from storefront.services.outbox import InvalidEmailAddress, queue_email
+from storefront.services.outbox.composing import InvalidEmailAddress
+from storefront.services.outbox.queueing import queue_email
 from storefront.services.wallet import DuplicateLedgerEntry, WalletError, credit_wallet
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.lib.mail import OutgoingEmail, SmtpTransport
 from storefront.models import OutboxEmail
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 from tests.fixtures_mail import smtp_config, wait_until
 
 SENDER = "CyberWorld Test <shop@cyberworld.test>"

@@ -5,7 +5,8 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.models import Order, OrderLine
-from storefront.services.outbox import InvalidEmailAddress, compose_email, queue_emails
+from storefront.services.outbox.composing import InvalidEmailAddress, compose_email
+from storefront.services.outbox.queueing import queue_emails
 
 log = logging.getLogger(__name__)
 
