@@ -131,8 +131,8 @@ def check_email_address(email: str) -> tuple[str, str | None]:
     if len(typed) > EMAIL_MAX_LENGTH:
         return typed, "That email address is too long."
     try:
-        # The one address rule (outbox.composing.normalise_address): registration refuses what the shop
-        # could not deliver to.
+        # The one address rule (outbox.composing.normalise_address): registration refuses what
+        # the shop could not deliver to.
         return normalise_address(typed).lower(), None
     except InvalidEmailAddress as error:
         return typed, error.reason
