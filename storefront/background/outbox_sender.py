@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storefront.config import Settings, app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import DeliveryError, Transport, choose_transport
+from storefront.lib.mail.message import DeliveryError
+from storefront.lib.mail.transports import Transport, choose_transport
 from storefront.models import utcnow
 from storefront.models.outbox import OutboxStatus
 from storefront.services.outbox.composing import accept_smtputf8_addresses, email_environment

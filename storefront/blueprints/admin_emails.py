@@ -9,7 +9,7 @@ from werkzeug.exceptions import BadRequest
 from storefront.background.outbox_sender import mail_transport
 from storefront.db.engine import get_session
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import describe_transport
+from storefront.lib.mail.transports import describe_transport
 from storefront.models import OutboxEmail, OutboxStatus, utcnow
 from storefront.services.outbox.backlog import select_outbox_backlog, select_outbox_emails
 from storefront.services.outbox.composing import InvalidEmailAddress, normalise_address

@@ -20,7 +20,7 @@ from storefront.background.outbox_sender import (
 )
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import SendGridTransport, SmtpTransport, choose_transport
+from storefront.lib.mail.transports import SendGridTransport, SmtpTransport, choose_transport
 from storefront.models import Order, OrderLine, OutboxEmail, utcnow
 from storefront.services.outbox.backlog import select_outbox_backlog
 from storefront.services.outbox.composing import InvalidEmailAddress, compose_email
@@ -532,7 +532,7 @@ async def test_sender_killed_mid_batch_loses_nothing(app, database_url, smtp_ser
 KILLABLE_WORKER = """
 import asyncio, sys
 from storefront.db.engine import make_engine, make_sessionmaker
-from storefront.lib.mail import SmtpTransport
+from storefront.lib.mail.transports import SmtpTransport
 from storefront.background.outbox_sender import send_due_batch
 
 async def main(database_url, port):

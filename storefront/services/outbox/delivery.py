@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, CursorResult, Executable, and_, or_, selec
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.db.engine import dialect_name
-from storefront.lib.mail import OutgoingEmail
+from storefront.lib.mail.message import OutgoingEmail
 from storefront.models import OutboxEmail
 from storefront.models.outbox import OutboxStatus
 from storefront.services.outbox.queueing import wake_after_commit
