@@ -31,18 +31,16 @@ from storefront.services.orders import (
     select_order_by_number,
     select_order_lines,
 )
-from storefront.services.payments import (
+from storefront.services.payments.attempts import (
     HoldExpired,
-    PaymentSettings,
-    PaymentState,
-    finalize_payment,
-    hold_ends_at,
     initialize_payment,
     insert_order_payment,
     insert_topup_payment,
-    payment_settings,
     reserve_order_payment,
 )
+from storefront.services.payments.settings import PaymentSettings, hold_ends_at, payment_settings
+from storefront.services.payments.settling import finalize_payment
+from storefront.services.payments.state import PaymentState
 from storefront.web.auth import current_customer, login_required
 from storefront.web.cart_badge import show_badge_count
 from storefront.web.htmx import navigate, render_page_or_block
