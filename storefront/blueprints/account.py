@@ -15,7 +15,7 @@ from storefront.db.engine import get_session
 from storefront.db.transactions import write_transaction
 from storefront.models import User, utcnow
 from storefront.services.cart import count_cart_items, merge_guest_cart
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 from storefront.services.users import (
     RESET_TOKEN_MAX_AGE_SECONDS,
     FormErrors,

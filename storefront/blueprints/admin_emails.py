@@ -9,16 +9,12 @@ from werkzeug.exceptions import BadRequest
 from storefront.background.outbox_sender import mail_transport
 from storefront.db.engine import get_session
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import describe_transport
+from storefront.lib.mail.transports import describe_transport
 from storefront.models import OutboxEmail, OutboxStatus, utcnow
-from storefront.services.outbox import (
-    InvalidEmailAddress,
-    normalise_address,
-    queue_email,
-    retry_dead_emails,
-    select_outbox_backlog,
-    select_outbox_emails,
-)
+from storefront.services.outbox.backlog import select_outbox_backlog, select_outbox_emails
+from storefront.services.outbox.composing import InvalidEmailAddress, normalise_address
+from storefront.services.outbox.delivery import retry_dead_emails
+from storefront.services.outbox.queueing import queue_email
 from storefront.web.auth import admin_required, current_customer
 from storefront.web.htmx import is_htmx, navigate, render_page_or_block
 from storefront.web.settings import settings

@@ -9,6 +9,7 @@ from storefront.models.outbox import OutboxEmail, OutboxStatus
 from storefront.models.payment import (
     GatewayStatus,
     Payment,
+    PaymentLookup,
     PaymentPurpose,
     PaymentStatus,
     WebhookEvent,
@@ -23,6 +24,7 @@ STATE_ENUMS = (
     GatewayStatus,
     OrderStatus,
     OutboxStatus,
+    PaymentLookup,
     PaymentMethod,
     PaymentPurpose,
     PaymentStatus,
@@ -48,6 +50,7 @@ __all__ = [
     "OutboxEmail",
     "OutboxStatus",
     "Payment",
+    "PaymentLookup",
     "PaymentMethod",
     "PaymentPurpose",
     "PaymentStatus",
