@@ -67,7 +67,6 @@ async def send_due_batch(
     async with sessionmaker() as session:
         if not await outbox.select_due_email_exists(session, clock()):
             return result
-        await session.rollback()
         async with write_transaction(session):
             claimed = await outbox.claim_due_emails(session, clock(), limit, claim_seconds)
     result.claimed = len(claimed)

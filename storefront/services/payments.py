@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from storefront.config import Settings
 from storefront.db.engine import dialect_name
-from storefront.db.transactions import ShopBusy, run_write_with_retries
+from storefront.db.transactions import ShopBusy, end_read, run_write_with_retries
 from storefront.lib.money import format_minor, is_minor_units
 from storefront.lib.paystack import (
     PaystackClient,
@@ -317,7 +317,7 @@ async def initialize_payment(
         metadata["order_number"] = order_number
     else:
         metadata["user_id"] = payment.user_id
-    await session.commit()  # no read transaction held open across the network call
+    await end_read(session)  # no connection held across the network call
     try:
         initialized = await client.initialize(
             email=email,
