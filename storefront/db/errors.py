@@ -55,4 +55,3 @@ def _raised_in_driver(trace: TracebackType | None) -> bool:
 def is_database_busy(error: BaseException) -> bool:
     """A failure that is the database's state, not the request: answer 503 with Retry-After."""
     return is_transient_database_error(error) or is_database_unavailable(error)
-

@@ -29,7 +29,6 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import RelationshipProperty
 from sqlalchemy.orm.attributes import set_committed_value
 
 from storefront.db.engine import WRITE_OPTION
@@ -136,21 +135,16 @@ _Loaded = list[tuple[object, dict[str, Any]]]
 
 
 def _remember_loaded(session: AsyncSession) -> _Loaded:
-    """Every object in the session with the values of its loaded attributes."""
+    """Every object in the session with the values of its loaded columns (the models have no
+    relationships: views query what templates show)."""
     loaded: _Loaded = []
-    for state in session.sync_session.identity_map.all_states():
-        instance = state.obj()
-        if instance is None:
-            continue
-        attributes = state.mapper.attrs
-        values = {}
-        for key, value in state.dict.items():
-            attribute = attributes.get(key)
-            if attribute is None:
-                continue
-            if isinstance(attribute, RelationshipProperty) and attribute.uselist:
-                value = list(value)  # the write may change the collection in place
-            values[key] = value
+    for instance in session:
+        state = inspect(instance)
+        values = {
+            column.key: state.dict[column.key]
+            for column in state.mapper.column_attrs
+            if column.key in state.dict
+        }
         loaded.append((instance, values))
     return loaded
 
