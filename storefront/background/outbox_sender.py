@@ -79,7 +79,6 @@ async def send_due_batch(
     async with sessionmaker() as session:
         if not await select_due_email_exists(session, clock()):
             return result
-        await session.rollback()
         async with write_transaction(session):
             claimed = await claim_due_emails(session, clock(), limit, claim_seconds)
     result.claimed = len(claimed)

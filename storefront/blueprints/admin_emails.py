@@ -89,7 +89,6 @@ async def retry_email(email_id: int) -> Response:
     """Queue one dead email again with a fresh set of attempts."""
     status = _status_filter((await request.form).get("status"))
     session = get_session()
-    await session.commit()  # end the read admin_required began; the write starts afresh
     async with write_transaction(session):
         retried = await retry_dead_emails(session, utcnow(), email_id=email_id)
         current_status = None
@@ -113,7 +112,6 @@ async def retry_all_dead() -> Response:
     """Queue every dead email again."""
     status = _status_filter((await request.form).get("status"))
     session = get_session()
-    await session.commit()  # end the read admin_required began; the write starts afresh
     async with write_transaction(session):
         retried = await retry_dead_emails(session, utcnow())
     if not retried:
@@ -159,7 +157,6 @@ async def send_test_email() -> Response:
     admin = await current_customer()
     assert admin is not None  # admin_required
     session = get_session()
-    await session.commit()  # end the read admin_required began; the write starts afresh
     async with write_transaction(session):
         queued = await queue_email(
             session,

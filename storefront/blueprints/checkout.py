@@ -152,8 +152,6 @@ async def pay_with_wallet() -> Response:
         )
 
     db_session = get_session()
-    # The customer outlives a rolled-back attempt only if no rollback can expire it.
-    db_session.expunge(customer)
 
     async def place(write_session: AsyncSession) -> Order:
         return await place_wallet_order(

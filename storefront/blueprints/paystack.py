@@ -99,7 +99,6 @@ async def init_payment() -> Response:
             customer, form=form, error=str(invalid), field_errors=invalid.field_errors, status=422
         )
     db_session = get_session()
-    db_session.expunge(customer)  # a retried write's rollback must not expire it
     settings = request_payment_settings()
 
     async def reserve(write_session: AsyncSession) -> Payment:
@@ -167,8 +166,6 @@ async def pay_order_again(number: str) -> Response:
         or order.payment_method != PaymentMethod.PAYSTACK
     ):
         return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
-    db_session.expunge(customer)
-    db_session.expunge(order)
     settings = request_payment_settings()
 
     async def attempt(write_session: AsyncSession) -> Payment:
@@ -291,7 +288,6 @@ async def wallet_topup() -> Response:
             f"The largest top-up is {format_minor(maximum_minor)}.", raw_amount, 422
         )
     db_session = get_session()
-    db_session.expunge(customer)
     payments = request_payment_settings()
 
     async def attempt(write_session: AsyncSession) -> Payment:

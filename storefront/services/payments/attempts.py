@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storefront.db.transactions import ShopBusy, run_write_with_retries
+from storefront.db.transactions import ShopBusy, end_read, run_write_with_retries
 from storefront.lib.money import is_minor_units
 from storefront.lib.paystack import PaystackClient, PaystackError, PaystackRefused
 from storefront.models import Cart, Order, Payment, User, utcnow
@@ -226,7 +226,7 @@ async def initialize_payment(
         metadata["order_number"] = order_number
     else:
         metadata["user_id"] = payment.user_id
-    await session.commit()  # no read transaction held open across the network call
+    await end_read(session)  # no read transaction held open across the network call
     try:
         initialized = await client.initialize(
             email=email,
