@@ -23,7 +23,7 @@ from werkzeug.datastructures import FileStorage
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import OutboxEmail, OutboxStatus, User
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 
 
 @dataclass

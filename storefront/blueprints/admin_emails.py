@@ -10,17 +10,13 @@ from werkzeug.exceptions import BadRequest
 
 from storefront.background.outbox_sender import mail_transport
 from storefront.db.engine import get_session
-from storefront.lib.mail import describe_transport
+from storefront.lib.mail.transports import describe_transport
 from storefront.models import OutboxEmail, OutboxStatus, User, utcnow
 from storefront.services.audit import RecordRef, audited_write, record_change
-from storefront.services.outbox import (
-    InvalidEmailAddress,
-    normalise_address,
-    queue_email,
-    retry_dead_emails,
-    select_outbox_backlog,
-    select_outbox_emails,
-)
+from storefront.services.outbox.backlog import select_outbox_backlog, select_outbox_emails
+from storefront.services.outbox.composing import InvalidEmailAddress, normalise_address
+from storefront.services.outbox.delivery import retry_dead_emails
+from storefront.services.outbox.queueing import queue_email
 from storefront.web.auth import current_customer, staff_required
 from storefront.web.back_office import render_back_office
 from storefront.web.htmx import is_htmx, navigate
@@ -109,7 +105,6 @@ async def retry_email(email_id: int) -> Response:
     status = _status_filter((await request.form).get("status"))
     actor = await current_customer()
     session = get_session()
-    await session.commit()  # end the read staff_required began; the write starts afresh
     async with audited_write(session):
         retried = await retry_dead_emails(session, utcnow(), email_id=email_id)
         current_status = None
@@ -136,7 +131,6 @@ async def retry_all_dead() -> Response:
     status = _status_filter((await request.form).get("status"))
     actor = await current_customer()
     session = get_session()
-    await session.commit()  # end the read staff_required began; the write starts afresh
     async with audited_write(session):
         dead_ids = list(
             await session.scalars(
@@ -189,7 +183,6 @@ async def send_test_email() -> Response:
     admin = await current_customer()
     assert admin is not None  # staff_required
     session = get_session()
-    await session.commit()  # end the read staff_required began; the write starts afresh
     async with audited_write(session):
         queued = await queue_email(
             session,

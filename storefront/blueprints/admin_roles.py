@@ -69,7 +69,6 @@ async def change_user_role(user_id: int) -> Response:
     actor = await current_customer()
     assert actor is not None  # owner_required
     session = get_session()
-    await session.commit()  # end the read owner_required began; the write starts afresh
     try:
         async with audited_write(session):
             user, previous = await change_role(session, actor, user_id, role)

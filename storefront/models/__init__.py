@@ -10,6 +10,7 @@ from storefront.models.outbox import OutboxEmail, OutboxStatus
 from storefront.models.payment import (
     GatewayStatus,
     Payment,
+    PaymentLookup,
     PaymentPurpose,
     PaymentStatus,
     WebhookEvent,
@@ -25,6 +26,7 @@ STATE_ENUMS = (
     GatewayStatus,
     OrderStatus,
     OutboxStatus,
+    PaymentLookup,
     PaymentMethod,
     PaymentPurpose,
     PaymentStatus,
@@ -52,6 +54,7 @@ __all__ = [
     "OutboxEmail",
     "OutboxStatus",
     "Payment",
+    "PaymentLookup",
     "PaymentMethod",
     "PaymentPurpose",
     "PaymentStatus",

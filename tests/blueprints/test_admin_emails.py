@@ -9,9 +9,9 @@ from sqlalchemy import select
 from storefront.background.outbox_sender import drain_outbox, send_due_batch
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import SmtpTransport
+from storefront.lib.mail.transports import SmtpTransport
 from storefront.models import OutboxEmail, utcnow
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_mail import smtp_config
 from tests.live import free_port

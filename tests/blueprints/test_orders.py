@@ -7,7 +7,7 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Product, utcnow
 from storefront.services.cart import select_cart_for_user
-from storefront.services.checkout import place_wallet_order
+from storefront.services.checkout.placement import place_wallet_order
 from storefront.services.wallet import credit_wallet
 from tests.conftest import reconfigure
 
