@@ -9,7 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     STOREFRONT_ENV=production \
     DATABASE_URL=sqlite+aiosqlite:////app/var/storefront.db \
-    UPLOAD_FOLDER=/app/static/uploads
+    UPLOAD_FOLDER=/app/var/uploads
 
 WORKDIR /app
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin storefront
@@ -26,9 +26,10 @@ COPY migrations/ migrations/
 COPY alembic.ini run.py hypercorn.toml ./
 COPY scripts/boot.sh scripts/boot.sh
 
-# The SQLite file (when DATABASE_URL is not PostgreSQL) and uploads are the only writable paths.
-RUN mkdir -p /app/var /app/static/uploads \
-    && chown storefront:storefront /app/var /app/static/uploads
+# /app/var is the only writable path: the SQLite file (when DATABASE_URL is not PostgreSQL) and
+# uploaded photos (var/uploads).
+RUN mkdir -p /app/var/uploads \
+    && chown storefront:storefront /app/var /app/var/uploads
 USER storefront
 
 EXPOSE 8000

@@ -336,7 +336,7 @@ async def _service_worker_run(
     url: str, shoppers: list[Shopper], concurrency: int, pool_size: int
 ) -> RunResult:
     from storefront.db.transactions import ShopBusy, run_write_with_retries
-    from storefront.services.checkout import CheckoutError
+    from storefront.services.checkout.refusals import CheckoutError
 
     kwargs: dict[str, Any] = {}
     if dialect_name(url) != "sqlite":
@@ -422,12 +422,12 @@ def drive_service(
 
 def wallet_checkout(shopper: Shopper) -> Callable[[Any], Awaitable[Order]]:
     """What POST /pay/wallet runs for the shopper (None: their own cart, locked in the write)."""
-    from storefront.services import checkout as checkout_service
+    from storefront.services.checkout import placement
 
     user = User(id=shopper.user_id, email=shopper.email)
 
     async def place(session: Any) -> Order:
-        return await checkout_service.place_wallet_order(
+        return await placement.place_wallet_order(
             session,
             user,
             None,
@@ -482,7 +482,7 @@ def timed_steps(module: Any, names: tuple[str, ...], spent: dict[str, float]) ->
 
 async def drive_steps(url: str, shoppers: list[Shopper]) -> RunResult:
     from storefront.db.transactions import run_write_with_retries
-    from storefront.services import checkout as checkout_service
+    from storefront.services.checkout import placement
 
     engine = make_engine(url)
     sessionmaker = make_sessionmaker(engine)
@@ -491,7 +491,7 @@ async def drive_steps(url: str, shoppers: list[Shopper]) -> RunResult:
         await connection.execute(text("SELECT 1"))
     meter = PostgresCpuMeter(url.rsplit("/", 1)[1]) if dialect_name(url) != "sqlite" else None
     started = time.perf_counter()
-    with timed_steps(checkout_service, CHECKOUT_STEPS, result.step_cpu_seconds):
+    with timed_steps(placement, CHECKOUT_STEPS, result.step_cpu_seconds):
         for shopper in shoppers:
             checkout_started = time.perf_counter()
             cpu_started = time.process_time()

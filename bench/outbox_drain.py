@@ -40,7 +40,7 @@ from storefront.db.engine import make_engine, make_sessionmaker  # noqa: E402
 from storefront.db.transactions import write_transaction  # noqa: E402
 from storefront.demo import seed_demo  # noqa: E402
 from storefront.models import Base, OutboxEmail, Product  # noqa: E402
-from storefront.services.outbox import queue_email  # noqa: E402
+from storefront.services.outbox.queueing import queue_email  # noqa: E402
 
 HOST = "127.0.0.1"
 PROBE_PATHS = ["/healthz", "/readyz", "/"]  # + a product page once the catalogue exists

@@ -19,7 +19,9 @@ from storefront.background.paystack_serving import serve_paystack_client, serve_
 from storefront.blueprints import (
     account,
     admin,
+    admin_audit,
     admin_emails,
+    admin_roles,
     api,
     cart,
     checkout,
@@ -37,7 +39,15 @@ from storefront.extensions import init_auth
 from storefront.lib.money import format_minor
 from storefront.logs import configure_logging
 from storefront.models import STATE_ENUMS
-from storefront.web import csrf, request_input, security, sessions, static_files
+from storefront.web import (
+    back_office,
+    csrf,
+    request_input,
+    security,
+    sessions,
+    static_files,
+    uploads,
+)
 from storefront.web.auth import current_customer
 from storefront.web.cart_badge import badge_count
 from storefront.web.htmx import is_htmx
@@ -69,7 +79,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     init_auth(app)
     csrf.init_csrf(app)
     static_files.init_static_files(app)
+    uploads.init_uploads(app)
     sessions.init_sessions(app)
+    back_office.init_back_office(app)
     app.jinja_env.filters["money"] = format_minor
     app.jinja_env.globals.update({enum.__name__: enum for enum in STATE_ENUMS})
     app.teardown_appcontext(close_session)
@@ -85,7 +97,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         paystack,
         paystack_webhook,
         admin,
+        admin_audit,
         admin_emails,
+        admin_roles,
     ):
         app.register_blueprint(module.blueprint)
 

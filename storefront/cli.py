@@ -1,4 +1,4 @@
-"""The `storefront` command: migrate the database, seed the demo shop, make admins, credit wallets.
+"""The `storefront` command: migrate the database, seed the demo shop, make owners, credit wallets.
 
 Every command reads DATABASE_URL (or .env). Bad arguments print one line and exit 2; a database
 that cannot be reached or is not migrated prints one line and exits 1.
@@ -12,13 +12,13 @@ import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Any, Literal, NoReturn
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,12 +26,13 @@ from sqlalchemy.pool import NullPool
 
 from storefront import PROJECT_ROOT
 from storefront.config import database_url_from_env
-from storefront.db.engine import WRITE_OPTION, make_engine, make_sessionmaker
+from storefront.db.engine import WRITE_OPTION, dialect_name, make_engine, make_sessionmaker
 from storefront.db.transactions import write_transaction
 from storefront.demo import catalog_is_empty, seed_demo
 from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.models import User
 from storefront.models.user import UserRole, WalletEntryKind
+from storefront.services.audit import record_change
 from storefront.services.users import (
     hash_password,
     insert_user,
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     admin_parser = commands.add_parser(
-        "create-admin", help="create an admin account, or make an existing user an admin"
+        "create-admin", help="create an owner account, or make an existing user an owner"
     )
     admin_parser.add_argument("email")
     admin_parser.add_argument("--password", help="asked for when not given (new accounts only)")
@@ -116,13 +117,35 @@ async def migrate_database(
 ) -> str:
     """Run Alembic's upgrade (or downgrade) in one transaction; return the revision reached."""
     engine = make_engine(database_url, poolclass=NullPool)
+    on_sqlite = dialect_name(database_url) == "sqlite"
+    if on_sqlite:
+        # SQLite alters a table by copying it, dropping the old one and renaming the copy: with
+        # foreign keys on, the drop would delete (ON DELETE CASCADE) every wallet and cart of
+        # the users table, or refuse for their orders. SQLite's own recipe for such changes:
+        # keys off while migrating (set before the transaction begins), then check them.
+        event.listen(engine.sync_engine, "connect", _foreign_keys_off)
     try:
         # A writer from the start (SQLite: BEGIN IMMEDIATE), so a running shop cannot lock it out.
         async with engine.execution_options(**{WRITE_OPTION: True}).begin() as connection:
             reached = await connection.run_sync(_run_alembic, action, revision)
+            if on_sqlite:
+                await connection.run_sync(_check_foreign_keys)
     finally:
         await engine.dispose()
     return reached or "base"
+
+
+def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=OFF")
+    cursor.close()
+
+
+def _check_foreign_keys(connection: Connection) -> None:
+    """Refuse (and so roll back) a migration that left a reference to a missing row."""
+    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if broken:
+        raise RuntimeError(f"the migration left rows referring to missing rows: {broken[:5]}")
 
 
 def _printable_url(database_url: str) -> str:
@@ -152,7 +175,7 @@ def _checked_email(email: str) -> str:
 
 
 def _ask_password() -> str:
-    password = getpass.getpass("Password for the new admin: ")
+    password = getpass.getpass("Password for the new owner: ")
     if password != getpass.getpass("Same password again: "):
         raise UsageError("the two passwords differ")
     return password
@@ -173,14 +196,24 @@ async def _create_admin(engine: AsyncEngine, email: str, password: str | None, n
     async with sessionmaker() as session, write_transaction(session):
         user = await select_user_by_email(session, email)
         if user is not None:
-            await session.execute(
-                update(User).where(User.id == user.id).values(role=UserRole.ADMIN)
-            )
             kept = " (password unchanged)" if password is not None else ""
-            return f"{email} is now an admin{kept}"
+            if user.role == UserRole.OWNER:
+                return f"{email} is already an owner{kept}"
+            await record_change(
+                session, None, "user.role", user, {"role": user.role}, {"role": UserRole.OWNER}
+            )
+            await session.execute(
+                update(User).where(User.id == user.id).values(role=UserRole.OWNER)
+            )
+            return f"{email} is now an owner{kept}"
         assert password is not None
-        await insert_user(session, email, hash_password(password), name=name, role=UserRole.ADMIN)
-    return f"created admin {email}"
+        user = await insert_user(
+            session, email, hash_password(password), name=name, role=UserRole.OWNER
+        )
+        await record_change(
+            session, None, "user.create", user, None, {"email": email, "role": UserRole.OWNER}
+        )
+    return f"created owner {email}"
 
 
 async def _wallet_credit(engine: AsyncEngine, email: str, amount: str, note: str) -> str:

@@ -27,6 +27,7 @@ KNOWN_WEAK_SECRETS = {
 }
 MIN_SECRET_LENGTH = 32
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///storefront.db"
+UPLOAD_FORM_ALLOWANCE = 1024 * 1024
 
 
 class ConfigError(RuntimeError):
@@ -115,7 +116,8 @@ class Settings:
     sendgrid_api_key: str = ""
     sendgrid_base_url: str = "https://api.sendgrid.com"
     sentry_dsn: str = ""
-    upload_folder: str = "static/uploads"
+    upload_folder: str = "var/uploads"
+    upload_max_bytes: int = 8 * 1024 * 1024
     outbox_sender_enabled: bool = True
     outbox_batch_size: int = 50
     outbox_poll_seconds: int = 5
@@ -195,11 +197,13 @@ def load_config(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             "SESSION_COOKIE_SAMESITE": "Lax",
             "SESSION_COOKIE_NAME": "storefront_session",
             "BACKGROUND_TASK_SHUTDOWN_TIMEOUT": 5,
-            "MAX_CONTENT_LENGTH": 8 * 1024 * 1024,
         }
     )
     overrides = overrides or {}
     config.update(overrides)
+    # A request may carry the largest photo and the form around it: a photo a little over the
+    # limit gets the upload's own message; a far larger body is refused (413) before it is read.
+    config.setdefault("MAX_CONTENT_LENGTH", config["UPLOAD_MAX_BYTES"] + UPLOAD_FORM_ALLOWANCE)
     if (
         config.get("TESTING")
         and "CATALOG_CACHE_CHECK_SECONDS" not in overrides
@@ -240,6 +244,8 @@ def _check(config: dict[str, Any]) -> None:
     production = config["STOREFRONT_ENV"] == "production"
     if not 0 <= config["TRUSTED_PROXY_HOPS"] <= 10:
         raise ConfigError("TRUSTED_PROXY_HOPS must be the number of proxies in front, 0 to 10")
+    if config["UPLOAD_MAX_BYTES"] < 1:
+        raise ConfigError("UPLOAD_MAX_BYTES must be the largest photo upload in bytes, above 0")
     secret = config.get("SECRET_KEY") or ""
     if production:
         if not secret:

@@ -122,8 +122,13 @@ async def _app(
     database_url: str, app_overrides: dict[str, Any], tmp_path: Path
 ) -> AsyncIterator[Quart]:
     await create_tables(database_url)
-    # The rate-limit counts go with the test's files (on PostgreSQL the default is /tmp).
-    overrides = {"RATELIMIT_STORE_PATH": str(tmp_path / "ratelimits.sqlite3"), **app_overrides}
+    # The rate-limit counts and uploaded photos go with the test's files (on PostgreSQL the
+    # rate-limit default is /tmp; the photos' is var/uploads in the working directory).
+    overrides = {
+        "RATELIMIT_STORE_PATH": str(tmp_path / "ratelimits.sqlite3"),
+        "UPLOAD_FOLDER": str(tmp_path / "uploads"),
+        **app_overrides,
+    }
     app = create_app(app_test_config(database_url, **overrides))
     async with app.test_app():
         yield app

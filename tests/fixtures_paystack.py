@@ -1,4 +1,5 @@
-"""Fixtures for the paystack tests: a fake Paystack over real HTTP and config that uses it."""
+"""Fixtures for the paystack tests: a fake Paystack over real HTTP, config that uses it, and
+reads of what a payment changed (its row, its order, stock, coupon uses, queued emails)."""
 
 import asyncio
 import uuid
@@ -9,10 +10,10 @@ from typing import Any
 import pytest
 from quart import Quart, Response
 from quart.testing import QuartClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from storefront.db.engine import sessionmaker_for
-from storefront.models import Coupon, Order, Payment, Product, User
+from storefront.models import Coupon, CouponRedemption, Order, OutboxEmail, Payment, Product, User
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_checkout import checkout_form
 
@@ -48,6 +49,55 @@ async def drain_background_tasks(app: Quart) -> None:
     """Wait for the webhook's follow-ups (Quart background tasks) to finish."""
     while app.background_tasks:
         await asyncio.gather(*list(app.background_tasks), return_exceptions=True)
+
+
+async def count_rows(app: Quart, **statements: Any) -> dict[str, int]:
+    """Each named count statement's result, read in a fresh session."""
+    async with sessionmaker_for(app)() as db_session:
+        counts = {}
+        for name, statement in statements.items():
+            counts[name] = await db_session.scalar(statement)
+        return counts
+
+
+async def read_payment(app: Quart, reference: str) -> Payment:
+    async with sessionmaker_for(app)() as db_session:
+        payment = await db_session.scalar(select(Payment).where(Payment.reference == reference))
+        assert payment is not None
+        return payment
+
+
+async def read_order(app: Quart, number: str) -> Order:
+    async with sessionmaker_for(app)() as db_session:
+        order = await db_session.scalar(select(Order).where(Order.number == number))
+        assert order is not None
+        return order
+
+
+async def read_stock(app: Quart, product: Product) -> int:
+    async with sessionmaker_for(app)() as db_session:
+        return await db_session.scalar(select(Product.stock).where(Product.id == product.id))
+
+
+async def read_coupon_uses(app: Quart, coupon: Coupon) -> tuple[int, int]:
+    """(the coupon's use count, its redemption rows)."""
+    async with sessionmaker_for(app)() as db_session:
+        uses = await db_session.scalar(select(Coupon.uses).where(Coupon.id == coupon.id))
+        redemptions = await db_session.scalar(
+            select(func.count())
+            .select_from(CouponRedemption)
+            .where(CouponRedemption.coupon_id == coupon.id)
+        )
+        return uses, redemptions
+
+
+async def queued_emails(app: Quart) -> list[tuple[str, str]]:
+    """(dedupe key's template part, recipient) of every queued email."""
+    async with sessionmaker_for(app)() as db_session:
+        rows = await db_session.execute(
+            select(OutboxEmail.dedupe_key, OutboxEmail.to_address).order_by(OutboxEmail.id)
+        )
+        return [(key.split(":")[0], to) for key, to in rows]
 
 
 def paystack_form(total_minor: int | None = None, **fields: str) -> dict[str, str]:

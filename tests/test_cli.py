@@ -15,6 +15,7 @@ from storefront.cli import UsageError, build_parser, run_command
 from storefront.db.engine import make_engine
 from storefront.demo import DEMO_COUPONS, DEMO_PRODUCTS, DEMO_SLIDERS
 from storefront.models import (
+    AuditEntry,
     CatalogVersion,
     Category,
     Coupon,
@@ -130,7 +131,7 @@ def test_demo_pictures_are_committed_small_webp_files():
 @pytest.mark.both_databases
 async def test_create_admin_and_wallet_credit(database_url):
     await ok(database_url, "db", "upgrade")
-    assert "created admin boss@shop.test" in await ok(
+    assert "created owner boss@shop.test" in await ok(
         database_url, "create-admin", "Boss@Shop.test", "--password", "kente-and-shito"
     )
     credited = await ok(
@@ -147,7 +148,7 @@ async def test_create_admin_and_wallet_credit(database_url):
             entries = list(await connection.execute(select(WalletEntry).order_by(WalletEntry.id)))
     finally:
         await engine.dispose()
-    assert (user.email, user.role) == ("boss@shop.test", "admin")
+    assert (user.email, user.role) == ("boss@shop.test", "owner")
     assert password_matches(user.password_hash, "kente-and-shito")
     assert balance_minor == 5000 + 123450
     assert [entry.amount_minor for entry in entries] == [5000, 123450]
@@ -173,13 +174,25 @@ async def test_create_admin_promotes_and_prompts(database_url):
         async with engine.begin() as connection:
             await connection.execute(User.__table__.update().values(role="customer"))
         promoted = await ok(database_url, "create-admin", "shopper@shop.test")
-        assert "is now an admin" in promoted
+        assert "is now an owner" in promoted
+        again = await ok(database_url, "create-admin", "shopper@shop.test")
+        assert "is already an owner" in again
         async with engine.connect() as connection:
             users = list(await connection.execute(select(User)))
+            audit = list(await connection.execute(select(AuditEntry).order_by(AuditEntry.id)))
     finally:
         await engine.dispose()
-    assert [(user.email, user.role) for user in users] == [("shopper@shop.test", "admin")]
+    assert [(user.email, user.role) for user in users] == [("shopper@shop.test", "owner")]
     assert password_matches(users[0].password_hash, "first-pass")
+    # The command is the actor (NULL); the role set by hand in SQL above is not its change.
+    user_id = users[0].id
+    assert [
+        (entry.actor_id, entry.action, entry.record_id, entry.before, entry.after)
+        for entry in audit
+    ] == [
+        (None, "user.create", str(user_id), None, {"email": "shopper@shop.test", "role": "owner"}),
+        (None, "user.role", str(user_id), {"role": "customer"}, {"role": "owner"}),
+    ]
 
 
 PARSER_MISTAKES = [

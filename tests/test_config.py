@@ -123,6 +123,23 @@ def test_trusted_proxy_hops_must_be_a_small_count(clean_env, hops):
         load_config()
 
 
+def test_uploads_default_to_var_and_requests_may_carry_the_largest_photo(clean_env):
+    config = load_config()
+    assert config["UPLOAD_FOLDER"] == "var/uploads"
+    assert config["UPLOAD_MAX_BYTES"] == 8 * 1024 * 1024
+    assert config["MAX_CONTENT_LENGTH"] == 9 * 1024 * 1024
+    clean_env.setenv("UPLOAD_MAX_BYTES", str(2 * 1024 * 1024))
+    assert load_config()["MAX_CONTENT_LENGTH"] == 3 * 1024 * 1024
+    assert load_config({"MAX_CONTENT_LENGTH": 1234})["MAX_CONTENT_LENGTH"] == 1234
+
+
+@pytest.mark.parametrize("limit", ["0", "-5", "big"])
+def test_upload_max_bytes_must_be_a_positive_count(clean_env, limit):
+    clean_env.setenv("UPLOAD_MAX_BYTES", limit)
+    with pytest.raises(ConfigError, match="UPLOAD_MAX_BYTES"):
+        load_config()
+
+
 def test_production_overrides_make_cookies_secure(clean_env):
     config = load_config(
         {

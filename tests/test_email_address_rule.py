@@ -10,7 +10,8 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Order, OutboxEmail, User
 from storefront.services import users as users_service
-from storefront.services.outbox import InvalidEmailAddress, compose_email, queue_email
+from storefront.services.outbox.composing import InvalidEmailAddress, compose_email
+from storefront.services.outbox.queueing import queue_email
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_accounts import post_form, register
 from tests.fixtures_checkout import checkout_form

@@ -167,7 +167,7 @@ async def test_hostile_values_on_every_route_never_give_a_5xx(
 ) -> None:
     product: Product = await make_product(stock=5)
     shopper = await make_user(balance_minor=1_000_000)
-    owner = await make_user(role="admin")
+    owner = await make_user(role="owner")
     failures: list[str] = []
     for label, user in (("anonymous", None), ("shopper", shopper), ("owner", owner)):
         if user is shopper:

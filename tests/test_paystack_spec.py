@@ -14,7 +14,8 @@ from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.lib.paystack import PaystackClient, make_http_client
 from storefront.models import utcnow
-from storefront.services.payments import payment_settings, reconcile_once
+from storefront.services.payments.reconciliation import reconcile_once
+from storefront.services.payments.settings import payment_settings
 from tests.conftest import CSRF_TOKEN
 from tests.fake_paystack import (
     FakePaystack,

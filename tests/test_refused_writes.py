@@ -1,22 +1,28 @@
 """Error paths after a failed write: whatever refuses a write (a rule in a service, a constraint),
 the view can still read and render its message, with JavaScript (htmx) and without, signed in,
 on SQLite and PostgreSQL. Every form route of app.url_map has a refusal here; a route added
-tomorrow fails test_every_form_route_has_a_refusal until it gets one."""
+tomorrow fails test_every_form_route_has_a_refusal until it gets one. A checkout that meets a
+lock another connection holds is retried, or ends ShopBusy, and the view still renders the
+customer it loaded before the write."""
 
+import asyncio
+import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from quart import Quart
 from quart.testing import QuartClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 from werkzeug.datastructures import MultiDict
 
-from storefront.db.engine import sessionmaker_for
-from storefront.db.transactions import write_transaction
-from storefront.models import Cart, CartItem, User
+from storefront.db.engine import dialect_name, sessionmaker_for
+from storefront.db.sqlite_writer import sqlite_file_path
+from storefront.db.transactions import ShopBusy, write_transaction
+from storefront.models import Cart, CartItem, Order, User, Wallet
 from tests.conftest import CSRF_TOKEN, sign_in
 from tests.fake_paystack import FakePaystack
 from tests.fixtures_paystack import paystack_overrides
@@ -27,9 +33,16 @@ pytestmark = pytest.mark.both_databases
 HTMX = {"HX-Request": "true"}
 
 
+# A write meeting a held lock gives up after this long (SQLite busy_timeout; PostgreSQL's
+# lock_timeout is set to the same below), so the lock-conflict tests end in about a second.
+LOCK_WAIT_MS = 200
+
+
 @pytest.fixture(name="app_overrides")
 def _app_overrides(fake_paystack: FakePaystack) -> dict[str, Any]:
-    return paystack_overrides(fake_paystack, RATELIMIT_ENABLED=False)
+    return paystack_overrides(
+        fake_paystack, RATELIMIT_ENABLED=False, SQLITE_BUSY_TIMEOUT_MS=LOCK_WAIT_MS
+    )
 
 
 @dataclass
@@ -130,6 +143,14 @@ def refusals(shop: Shop) -> dict[str, list[Refusal]]:
         "/admin/test-email": [
             Refusal("/admin/test-email", form(("to", "not an address")), "address", owner=True)
         ],
+        "/admin/customers/<int:user_id>/role": [
+            Refusal(
+                f"/admin/customers/{shop.owner.id}/role",
+                form(("role", "staff")),
+                "is the only owner",
+                owner=True,
+            )
+        ],
     }
 
 
@@ -149,7 +170,7 @@ NO_JS_ONLY = {"/cart/coupon"}
 @pytest.fixture(name="shop")
 async def _shop(app: Quart, make_user: Any, add_product: Any) -> Shop:
     shopper = await make_user(name="Refused Rita")
-    owner = await make_user(role="admin", name="Owner Olu")
+    owner = await make_user(role="owner", name="Owner Olu")
     beads = await add_product(name="Beads", stock=5, price_minor=50_000)
     other = await add_product(name="Other", stock=5)
     async with sessionmaker_for(app)() as db_session, write_transaction(db_session):
@@ -214,3 +235,105 @@ async def test_error_paths_after_a_failed_write_answer_4xx_with_their_message(
                 failures.append(f"{rule} {case.path} {dict(case.form)}: {status} {text[-400:]!r}")
     assert failures == [], "\n".join(failures)
     assert await cart_lines(shop.app, shop.shopper.id) == lines_before
+
+
+# Lock conflicts: a retried write and ShopBusy, through the checkout view ------------------------
+
+WALLET_FORM = form(("payment_method", "wallet"), ("delivery", "pickup"), ("phone", "0241234567"))
+
+
+@asynccontextmanager
+async def carts_locked(app: Quart, database_url: str) -> AsyncIterator[None]:
+    """Another connection holds the lock a checkout needs (SQLite: the write lock; PostgreSQL:
+    the carts' rows) until the block ends; the app's writes give up after LOCK_WAIT_MS."""
+    engine = app.extensions["db_engine"]
+    if dialect_name(database_url) == "sqlite":
+        import sqlite3
+
+        holder = sqlite3.connect(sqlite_file_path(engine) or "", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        return
+    import asyncpg
+
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    holder = await asyncpg.connect(dsn)
+    try:
+        database = await holder.fetchval("SELECT current_database()")
+        await holder.execute(f'ALTER DATABASE "{database}" SET lock_timeout = {LOCK_WAIT_MS}')
+        await engine.dispose()  # the pool's next connections start with the lock timeout
+        async with holder.transaction():
+            await holder.execute("SELECT id FROM carts FOR UPDATE")
+            yield
+    finally:
+        await holder.close()
+
+
+async def wallet_shopper(shop: Shop, make_user: Any) -> User:
+    """A signed-in shopper's account with money enough for one Beads in the cart."""
+    shopper = await make_user(name="Waiting Wendy", balance_minor=100_000)
+    async with sessionmaker_for(shop.app)() as db_session, write_transaction(db_session):
+        cart = Cart(token="waiting-cart", user_id=shopper.id)
+        db_session.add(cart)
+        await db_session.flush()
+        db_session.add(CartItem(cart_id=cart.id, product_id=shop.beads_id, quantity=1))
+    return shopper
+
+
+async def balance_and_orders(app: Quart, user_id: int) -> tuple[int | None, int]:
+    async with sessionmaker_for(app)() as db_session:
+        balance = await db_session.scalar(
+            select(Wallet.balance_minor).where(Wallet.user_id == user_id)
+        )
+        orders = await db_session.scalar(
+            select(func.count()).select_from(Order).where(Order.user_id == user_id)
+        )
+        return balance, orders or 0
+
+
+async def test_a_checkout_retried_after_a_lock_conflict_uses_the_customer_it_loaded(
+    shop: Shop, make_user: Any, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    shopper = await wallet_shopper(shop, make_user)
+    client = shop.app.test_client()
+    async with client.session_transaction() as browser_session:
+        browser_session["csrf_token"] = CSRF_TOKEN
+    sign_in(client, shopper)
+    caplog.set_level(logging.WARNING, logger="storefront.db.transactions")
+
+    async with carts_locked(shop.app, database_url):
+        paying = asyncio.create_task(client.post("/pay/wallet", form=WALLET_FORM))
+        while "hit a lock conflict" not in caplog.text:
+            assert not paying.done(), (await paying).status_code
+            await asyncio.sleep(0.01)
+    response = await paying
+
+    assert response.status_code == 303, await response.get_data(as_text=True)
+    assert response.headers["Location"].startswith("/orders/")
+    assert await balance_and_orders(shop.app, shopper.id) == (50_000, 1)  # Beads cost 500.00
+
+
+@pytest.mark.parametrize("htmx", [True, False], ids=["htmx", "no-js"])
+async def test_a_checkout_that_ends_shop_busy_renders_the_customer_it_loaded(
+    shop: Shop, make_user: Any, database_url: str, htmx: bool
+) -> None:
+    shopper = await wallet_shopper(shop, make_user)
+    client = shop.app.test_client()
+    async with client.session_transaction() as browser_session:
+        browser_session["csrf_token"] = CSRF_TOKEN
+    sign_in(client, shopper)
+
+    async with carts_locked(shop.app, database_url):
+        response = await client.post("/pay/wallet", form=WALLET_FORM, headers=HTMX if htmx else {})
+
+    text = await response.get_data(as_text=True)
+    assert response.status_code == 503, text
+    assert response.headers["Retry-After"] == "5"
+    assert str(ShopBusy()) in text
+    if not htmx:
+        assert "Waiting Wendy" in text  # the page's header reads the customer after the rollbacks
+    assert await balance_and_orders(shop.app, shopper.id) == (100_000, 0)

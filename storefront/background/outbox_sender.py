@@ -19,10 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from storefront.config import Settings, app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import DeliveryError, Transport, choose_transport
+from storefront.lib.mail.message import DeliveryError
+from storefront.lib.mail.transports import Transport, choose_transport
 from storefront.models import utcnow
 from storefront.models.outbox import OutboxStatus
-from storefront.services import outbox
+from storefront.services.outbox.composing import accept_smtputf8_addresses, email_environment
+from storefront.services.outbox.delivery import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CLAIM_SECONDS,
+    ClaimedEmail,
+    claim_due_emails,
+    mark_failed,
+    mark_sent,
+    release_claims,
+    select_due_email_exists,
+)
+from storefront.services.outbox.queueing import register_wake_event, unregister_wake_event
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +61,8 @@ async def send_due_batch(
     transport: Transport,
     *,
     now: datetime | None = None,
-    limit: int = outbox.DEFAULT_BATCH_SIZE,
-    claim_seconds: int = outbox.DEFAULT_CLAIM_SECONDS,
+    limit: int = DEFAULT_BATCH_SIZE,
+    claim_seconds: int = DEFAULT_CLAIM_SECONDS,
     concurrency: int = DEFAULT_SEND_CONCURRENCY,
     stop: asyncio.Event | None = None,
 ) -> BatchResult:
@@ -65,11 +77,10 @@ async def send_due_batch(
 
     result = BatchResult()
     async with sessionmaker() as session:
-        if not await outbox.select_due_email_exists(session, clock()):
+        if not await select_due_email_exists(session, clock()):
             return result
-        await session.rollback()
         async with write_transaction(session):
-            claimed = await outbox.claim_due_emails(session, clock(), limit, claim_seconds)
+            claimed = await claim_due_emails(session, clock(), limit, claim_seconds)
     result.claimed = len(claimed)
     if not claimed:
         return result
@@ -82,7 +93,7 @@ async def send_due_batch(
     # RECORD_WITHIN_SECONDS): a transaction per email cost twice the CPU of sending it, on the
     # web worker's loop. Only a killed process can lose a group; those rows are sent again when
     # their claim expires (at least once, never lost).
-    unrecorded: list[tuple[outbox.ClaimedEmail, str | DeliveryError]] = []
+    unrecorded: list[tuple[ClaimedEmail, str | DeliveryError]] = []
     write_lock = asyncio.Lock()
     last_write = time.monotonic()
 
@@ -97,7 +108,7 @@ async def send_due_batch(
             await _write_outcomes(sessionmaker, outcomes, clock(), result)
             unsent.difference_update(email.id for email, _ in outcomes)
 
-    async def record(email: outbox.ClaimedEmail, outcome: str | DeliveryError) -> None:
+    async def record(email: ClaimedEmail, outcome: str | DeliveryError) -> None:
         unrecorded.append((email, outcome))
         if (
             len(unrecorded) >= RECORD_EVERY
@@ -134,7 +145,7 @@ async def send_due_batch(
             await write_unrecorded()
             if unsent:
                 async with sessionmaker() as session, write_transaction(session):
-                    result.released = await outbox.release_claims(session, sorted(unsent))
+                    result.released = await release_claims(session, sorted(unsent))
         except Exception:
             log.exception("outbox pass not fully recorded; its rows retry when claims expire")
     return result
@@ -142,24 +153,24 @@ async def send_due_batch(
 
 async def _write_outcomes(
     sessionmaker: async_sessionmaker[AsyncSession],
-    outcomes: list[tuple[outbox.ClaimedEmail, str | DeliveryError]],
+    outcomes: list[tuple[ClaimedEmail, str | DeliveryError]],
     now: datetime,
     result: BatchResult,
 ) -> None:
     """Record several send outcomes in one write transaction."""
     sent_by_transport: dict[str, list[int]] = {}
-    failed_statuses: list[tuple[outbox.ClaimedEmail, DeliveryError, str | None]] = []
+    failed_statuses: list[tuple[ClaimedEmail, DeliveryError, str | None]] = []
     async with sessionmaker() as session, write_transaction(session):
         for email, outcome in outcomes:
             if isinstance(outcome, DeliveryError):
-                status = await outbox.mark_failed(
+                status = await mark_failed(
                     session, email.id, str(outcome), permanent=outcome.permanent, now=now
                 )
                 failed_statuses.append((email, outcome, status))
             else:
                 sent_by_transport.setdefault(outcome, []).append(email.id)
         for transport_name, email_ids in sent_by_transport.items():
-            await outbox.mark_sent(session, email_ids, transport_name, now)
+            await mark_sent(session, email_ids, transport_name, now)
     result.sent += sum(len(email_ids) for email_ids in sent_by_transport.values())
     for email, error, status in failed_statuses:
         if status == OutboxStatus.DEAD:
@@ -175,7 +186,7 @@ async def drain_outbox(
     transport: Transport,
     *,
     now: datetime | None = None,
-    limit: int = outbox.DEFAULT_BATCH_SIZE,
+    limit: int = DEFAULT_BATCH_SIZE,
     concurrency: int = DEFAULT_SEND_CONCURRENCY,
 ) -> BatchResult:
     """Send batches until nothing is due (tests and benchmarks)."""
@@ -203,9 +214,9 @@ class OutboxSender:
         sessionmaker: async_sessionmaker[AsyncSession],
         transport: Transport,
         *,
-        batch_size: int = outbox.DEFAULT_BATCH_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         poll_seconds: float = 5.0,
-        claim_seconds: int = outbox.DEFAULT_CLAIM_SECONDS,
+        claim_seconds: int = DEFAULT_CLAIM_SECONDS,
         concurrency: int = DEFAULT_SEND_CONCURRENCY,
     ) -> None:
         self.sessionmaker = sessionmaker
@@ -219,7 +230,7 @@ class OutboxSender:
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        outbox.register_wake_event(self.wake_event)
+        register_wake_event(self.wake_event)
         self.task = asyncio.create_task(self.run(), name="outbox-sender")
 
     async def run(self) -> None:
@@ -247,7 +258,7 @@ class OutboxSender:
 
     async def stop(self, grace_seconds: float = 30.0) -> None:
         """Let the send in flight finish and release the rest; cancel after grace_seconds."""
-        outbox.unregister_wake_event(self.wake_event)
+        unregister_wake_event(self.wake_event)
         self.stop_event.set()
         self.wake_event.set()
         task, self.task = self.task, None
@@ -294,8 +305,8 @@ def sender_for(app: Quart, transport: Transport | None = None) -> OutboxSender:
 async def serve_outbox_sender(app: Quart) -> AsyncIterator[None]:
     """Serving hook: run the sender task while the app serves (when OUTBOX_SENDER_ENABLED)."""
     settings = app_settings(app)
-    outbox.email_environment.globals["shop_name"] = settings.shop_name
-    outbox.accept_smtputf8_addresses(settings.mail_smtputf8)
+    email_environment.globals["shop_name"] = settings.shop_name
+    accept_smtputf8_addresses(settings.mail_smtputf8)
     try:
         if not settings.outbox_sender_enabled:
             yield
@@ -310,4 +321,4 @@ async def serve_outbox_sender(app: Quart) -> AsyncIterator[None]:
             await sender.stop(float(app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"]))
             app.extensions.pop("outbox_sender", None)
     finally:
-        outbox.accept_smtputf8_addresses(False)
+        accept_smtputf8_addresses(False)

@@ -11,7 +11,8 @@ from quart import Quart
 from storefront.config import app_settings
 from storefront.db.engine import sessionmaker_for
 from storefront.lib.paystack import PaystackClient, make_http_client
-from storefront.services.payments import payment_settings, reconcile_once
+from storefront.services.payments.reconciliation import reconcile_once
+from storefront.services.payments.settings import payment_settings
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.db.engine import get_session
-from storefront.db.transactions import write_transaction
+from storefront.db.transactions import end_read, write_transaction
 from storefront.models import User, utcnow
 from storefront.services.cart import count_cart_items
 from storefront.services.cart_changes import merge_guest_cart
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 from storefront.services.users import (
     RESET_TOKEN_MAX_AGE_SECONDS,
     FormErrors,
@@ -155,8 +155,7 @@ async def login() -> Response:
     next_path = safe_next_path(form.get("next"))
     db_session = get_session()
     user = await select_user_by_email(db_session, email) if len(email) <= 254 else None
-    # End the read before hashing: the ~0.1 s scrypt compare holds no transaction open.
-    await db_session.commit()
+    await end_read(db_session)  # the ~0.1 s scrypt compare holds no connection
     account: User | None = user if user is not None and user.is_active else None
     password_hash = account.password_hash if account is not None else None
     matches = await asyncio.to_thread(password_matches, password_hash, form.get("password", ""))
@@ -284,7 +283,7 @@ async def reset_password(token: str) -> Response:
         user = await select_user_for_reset_token(db_session, _secret_key(), token, int(time.time()))
     except ResetTokenError as problem:
         return await _render_reset_problem(problem)
-    await db_session.commit()
+    await end_read(db_session)  # the scrypt hash below holds no connection
     form = await request.form
     password = form.get("password", "")
     errors = FormErrors()

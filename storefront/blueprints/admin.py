@@ -4,8 +4,10 @@ from dataclasses import dataclass
 
 from quart import Blueprint, Response, current_app
 
-from storefront.web.auth import admin_required
-from storefront.web.htmx import render_page_or_block
+from storefront.models import User
+from storefront.models.user import UserRole
+from storefront.web.auth import current_customer, staff_required
+from storefront.web.back_office import render_back_office
 
 blueprint = Blueprint("admin", __name__)
 
@@ -17,14 +19,17 @@ class BackOfficeArea:
     summary: str
 
 
-def back_office_areas() -> list[BackOfficeArea]:
-    """Every argument-free GET page under /admin/, titled from its path and docstring."""
+def back_office_areas(customer: User) -> list[BackOfficeArea]:
+    """Every argument-free GET page under /admin/ the customer's role may open, titled from its
+    path and docstring."""
     areas: dict[str, BackOfficeArea] = {}
     for rule in current_app.url_map.iter_rules():
         path = rule.rule
         if not path.startswith("/admin/") or rule.arguments or "GET" not in (rule.methods or ()):
             continue
         view = current_app.view_functions[rule.endpoint]
+        if getattr(view, "requires", None) == UserRole.OWNER and not customer.is_owner:
+            continue
         summary = (view.__doc__ or "").strip().splitlines()[0] if view.__doc__ else ""
         title = path.removeprefix("/admin/").replace("-", " ").replace("/", " · ").capitalize()
         areas[path] = BackOfficeArea(path=path, title=title, summary=summary)
@@ -32,7 +37,11 @@ def back_office_areas() -> list[BackOfficeArea]:
 
 
 @blueprint.get("/admin")
-@admin_required
+@staff_required
 async def index() -> Response:
     """The admin landing page: links to each back-office area."""
-    return await render_page_or_block("admin/index.html", "content", areas=back_office_areas())
+    customer = await current_customer()
+    assert customer is not None  # staff_required
+    return await render_back_office(
+        "admin/index.html", "admin_content", areas=back_office_areas(customer)
+    )

@@ -4,23 +4,22 @@ import uuid
 from typing import Any
 
 from quart import Blueprint, Response, current_app, flash, request
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from werkzeug.exceptions import BadRequest
 
 from storefront.background.outbox_sender import mail_transport
 from storefront.db.engine import get_session
-from storefront.db.transactions import write_transaction
-from storefront.lib.mail import describe_transport
-from storefront.models import OutboxEmail, OutboxStatus, utcnow
-from storefront.services.outbox import (
-    InvalidEmailAddress,
-    normalise_address,
-    queue_email,
-    retry_dead_emails,
-    select_outbox_backlog,
-    select_outbox_emails,
-)
-from storefront.web.auth import admin_required, current_customer
-from storefront.web.htmx import is_htmx, navigate, render_page_or_block
+from storefront.lib.mail.transports import describe_transport
+from storefront.models import OutboxEmail, OutboxStatus, User, utcnow
+from storefront.services.audit import RecordRef, audited_write, record_change
+from storefront.services.outbox.backlog import select_outbox_backlog, select_outbox_emails
+from storefront.services.outbox.composing import InvalidEmailAddress, normalise_address
+from storefront.services.outbox.delivery import retry_dead_emails
+from storefront.services.outbox.queueing import queue_email
+from storefront.web.auth import current_customer, staff_required
+from storefront.web.back_office import render_back_office
+from storefront.web.htmx import is_htmx, navigate
 from storefront.web.settings import settings
 
 blueprint = Blueprint("admin_emails", __name__)
@@ -57,7 +56,7 @@ async def _render_outbox(
     rows = await select_outbox_emails(
         session, status, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
     )
-    return await render_page_or_block(
+    return await render_back_office(
         "admin/emails.html",
         "outbox",
         http_status,
@@ -79,8 +78,20 @@ async def _after_retry(status: str | None, message: str) -> Response:
     return await navigate(_list_url(status))
 
 
+async def _record_retries(session: AsyncSession, actor: User | None, email_ids: list[int]) -> None:
+    for email_id in email_ids:
+        await record_change(
+            session,
+            actor,
+            "email.retry",
+            RecordRef("outbox_email", email_id),
+            {"status": OutboxStatus.DEAD},
+            {"status": OutboxStatus.PENDING},
+        )
+
+
 @blueprint.get("/admin/emails")
-@admin_required
+@staff_required
 async def emails() -> Response:
     """The email outbox: counts by status, recent emails, last errors; retry dead ones."""
     status = _status_filter(request.args.get("status"))
@@ -88,16 +99,18 @@ async def emails() -> Response:
 
 
 @blueprint.post("/admin/emails/<int:email_id>/retry")
-@admin_required
+@staff_required
 async def retry_email(email_id: int) -> Response:
     """Queue one dead email again with a fresh set of attempts."""
     status = _status_filter((await request.form).get("status"))
+    actor = await current_customer()
     session = get_session()
-    await session.commit()  # end the read admin_required began; the write starts afresh
-    async with write_transaction(session):
+    async with audited_write(session):
         retried = await retry_dead_emails(session, utcnow(), email_id=email_id)
         current_status = None
-        if not retried:
+        if retried:
+            await _record_retries(session, actor, [email_id])
+        else:
             row = await session.get(OutboxEmail, email_id)
             current_status = row.status if row else None
     if retried:
@@ -112,14 +125,21 @@ async def retry_email(email_id: int) -> Response:
 
 
 @blueprint.post("/admin/emails/retry-dead")
-@admin_required
+@staff_required
 async def retry_all_dead() -> Response:
     """Queue every dead email again."""
     status = _status_filter((await request.form).get("status"))
+    actor = await current_customer()
     session = get_session()
-    await session.commit()  # end the read admin_required began; the write starts afresh
-    async with write_transaction(session):
+    async with audited_write(session):
+        dead_ids = list(
+            await session.scalars(
+                select(OutboxEmail.id).where(OutboxEmail.status == OutboxStatus.DEAD)
+            )
+        )
         retried = await retry_dead_emails(session, utcnow())
+        if retried:
+            await _record_retries(session, actor, dead_ids)
     if not retried:
         return await _render_outbox(status, http_status=409, error="There are no dead emails.")
     plural = "email is" if retried == 1 else "emails are"
@@ -127,17 +147,17 @@ async def retry_all_dead() -> Response:
 
 
 async def _render_test_email(
-    to: str, http_status: int = 200, error: str = "", report: str = ""
+    to: str, http_status: int = 200, to_error: str = "", report: str = ""
 ) -> Response:
     session = get_session()
     recent = await select_outbox_emails(session, key_prefix=TEST_EMAIL_KEY_PREFIX, limit=5)
-    return await render_page_or_block(
+    return await render_back_office(
         "admin/test_email.html",
         "form",
         http_status,
+        notice=report,
         to=to,
-        error=error,
-        report=report,
+        to_error=to_error,
         recent=recent,
         transport_description=describe_transport(mail_transport(settings())),
         sender_running="outbox_sender" in current_app.extensions,
@@ -145,26 +165,25 @@ async def _render_test_email(
 
 
 @blueprint.get("/admin/test-email")
-@admin_required
+@staff_required
 async def test_email_form() -> Response:
     """Send a test email to check the mail settings (the form; only the POST sends)."""
     return await _render_test_email(settings().admin_email)
 
 
 @blueprint.post("/admin/test-email")
-@admin_required
+@staff_required
 async def send_test_email() -> Response:
     """Queue a test email to `to` and say where it will go."""
     to = ((await request.form).get("to") or "").strip()
     try:
         address = normalise_address(to)
     except InvalidEmailAddress as error:
-        return await _render_test_email(to, http_status=422, error=str(error))
+        return await _render_test_email(to, http_status=422, to_error=str(error))
     admin = await current_customer()
-    assert admin is not None  # admin_required
+    assert admin is not None  # staff_required
     session = get_session()
-    await session.commit()  # end the read admin_required began; the write starts afresh
-    async with write_transaction(session):
+    async with audited_write(session):
         queued = await queue_email(
             session,
             address,
@@ -172,7 +191,8 @@ async def send_test_email() -> Response:
             {"sent_by": admin.email},
             TEST_EMAIL_KEY_PREFIX + uuid.uuid4().hex,
         )
-    assert queued is not None  # a fresh random key never collides
+        assert queued is not None  # a fresh random key never collides
+        await record_change(session, admin, "email.test", queued, None, {"to_address": address})
     transport = describe_transport(mail_transport(settings()))
     if "outbox_sender" in current_app.extensions:
         when = "The sender in this worker was woken and sends it within seconds"

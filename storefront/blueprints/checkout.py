@@ -12,14 +12,13 @@ from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.models import Order, User, utcnow
 from storefront.models.order import DeliveryMethod, OrderStatus, PaymentMethod
 from storefront.services.cart import CartTotals, cart_turn, price_cart, select_cart_for_user
-from storefront.services.checkout import (
+from storefront.services.checkout.delivery import validate_delivery
+from storefront.services.checkout.placement import place_wallet_order, select_order_that_took_cart
+from storefront.services.checkout.refusals import (
     CheckoutError,
     EmptyCart,
     InsufficientFunds,
     InvalidDelivery,
-    place_wallet_order,
-    select_order_that_took_cart,
-    validate_delivery,
 )
 from storefront.services.orders import ORDER_STATUS_LABELS
 from storefront.services.wallet import select_wallet
@@ -152,8 +151,6 @@ async def pay_with_wallet() -> Response:
         )
 
     db_session = get_session()
-    # The customer outlives a rolled-back attempt only if no rollback can expire it.
-    db_session.expunge(customer)
 
     async def place(write_session: AsyncSession) -> Order:
         return await place_wallet_order(

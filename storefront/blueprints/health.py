@@ -8,7 +8,7 @@ from sqlalchemy import text
 from storefront.db.engine import sessionmaker_for
 from storefront.models import utcnow
 from storefront.models.outbox import OutboxStatus
-from storefront.services.outbox import select_outbox_backlog
+from storefront.services.outbox.backlog import select_outbox_backlog
 
 blueprint = Blueprint("health", __name__)
 # A database that accepts connections but never answers must not hang the probe.

@@ -65,7 +65,7 @@ async def order_detail(number: str) -> Response:
     db_session = get_session()
     order = await select_order_by_number(db_session, number)
     # 404, not 403: someone else's order number must not be confirmed to exist.
-    if order is None or (order.user_id != customer.id and not customer.is_admin):
+    if order is None or (order.user_id != customer.id and not customer.can_use_back_office):
         abort(404)
     lines = await select_order_lines(db_session, order.id)
     hold_ends = None

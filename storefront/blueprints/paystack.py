@@ -20,32 +20,26 @@ from storefront.lib.money import InvalidAmount, format_minor, parse_amount
 from storefront.lib.paystack import REFERENCE_PATTERN
 from storefront.models import Payment, utcnow
 from storefront.models.order import OrderStatus, PaymentMethod
-from storefront.models.payment import PaymentPurpose, PaymentStatus
+from storefront.models.payment import PaymentLookup, PaymentPurpose, PaymentStatus
 from storefront.services.cart import cart_turn, select_cart_for_user
-from storefront.services.checkout import (
-    CheckoutError,
-    EmptyCart,
-    InvalidDelivery,
-    validate_delivery,
-)
+from storefront.services.checkout.delivery import validate_delivery
+from storefront.services.checkout.refusals import CheckoutError, EmptyCart, InvalidDelivery
 from storefront.services.orders import (
     ORDER_NUMBER_PREFIX,
     OrderStatusChanged,
     select_order_by_number,
     select_order_lines,
 )
-from storefront.services.payments import (
+from storefront.services.payments.attempts import (
     HoldExpired,
-    PaymentSettings,
-    PaymentState,
-    finalize_payment,
-    hold_ends_at,
     initialize_payment,
     insert_order_payment,
     insert_topup_payment,
-    payment_settings,
     reserve_order_payment,
 )
+from storefront.services.payments.settings import PaymentSettings, hold_ends_at, payment_settings
+from storefront.services.payments.settling import finalize_payment
+from storefront.services.payments.state import PaymentState
 from storefront.web.auth import current_customer, login_required
 from storefront.web.cart_badge import show_badge_count
 from storefront.web.htmx import navigate, render_page_or_block
@@ -104,7 +98,6 @@ async def init_payment() -> Response:
             customer, form=form, error=str(invalid), field_errors=invalid.field_errors, status=422
         )
     db_session = get_session()
-    db_session.expunge(customer)  # a retried write's rollback must not expire it
     settings = request_payment_settings()
 
     async def reserve(write_session: AsyncSession) -> Payment:
@@ -172,8 +165,6 @@ async def pay_order_again(number: str) -> Response:
         or order.payment_method != PaymentMethod.PAYSTACK
     ):
         return await _problem(f"Order {order.number} is not awaiting a Paystack payment.", 409)
-    db_session.expunge(customer)
-    db_session.expunge(order)
     settings = request_payment_settings()
 
     async def attempt(write_session: AsyncSession) -> Payment:
@@ -228,7 +219,7 @@ async def callback() -> Response:
     state = await finalize_payment(
         sessionmaker_for(current_app), paystack_client_for(current_app), reference, settings
     )
-    if state.status == "unknown":
+    if state.status == PaymentLookup.UNKNOWN:
         abort(404)
     customer = await current_customer()
     if customer is None or customer.id != state.user_id:
@@ -296,7 +287,6 @@ async def wallet_topup() -> Response:
             f"The largest top-up is {format_minor(maximum_minor)}.", raw_amount, 422
         )
     db_session = get_session()
-    db_session.expunge(customer)
     payments = request_payment_settings()
 
     async def attempt(write_session: AsyncSession) -> Payment:

@@ -14,10 +14,10 @@ from storefront.db.transactions import ShopBusy, run_write_with_retries
 from storefront.lib.paystack import REFERENCE_PATTERN, SIGNATURE_HEADER, webhook_signature_valid
 from storefront.models import utcnow
 from storefront.models.payment import GatewayStatus, PaymentStatus
-from storefront.services.payments import (
-    PaymentSettings,
-    credit_success_after_close,
-    finalize_payment,
+from storefront.services.payments.closing import credit_success_after_close
+from storefront.services.payments.settings import PaymentSettings
+from storefront.services.payments.settling import finalize_payment
+from storefront.services.payments.webhooks import (
     mark_webhook_processed,
     record_webhook_event,
     run_in_new_session,

@@ -1,9 +1,9 @@
-"""What a database error means for the request: busy (503, try again), or a refusal."""
+"""What a database error means for the request: busy (503, try again) or not."""
 
 import sqlite3
 from types import TracebackType
 
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 # PostgreSQL: serialization failure, deadlock, lock not available.
@@ -55,10 +55,3 @@ def _raised_in_driver(trace: TracebackType | None) -> bool:
 def is_database_busy(error: BaseException) -> bool:
     """A failure that is the database's state, not the request: answer 503 with Retry-After."""
     return is_transient_database_error(error) or is_database_unavailable(error)
-
-
-def is_refusal(error: Exception) -> bool:
-    """The write said no (a rule, a constraint), as opposed to the database failing under it."""
-    if isinstance(error, DBAPIError):
-        return isinstance(error, IntegrityError)
-    return not isinstance(error, (PoolTimeoutError, OSError, sqlite3.Error))

@@ -9,7 +9,7 @@ nothing and the others still commit. A write queued while no batch runs starts o
 a quiet shop waits for nothing.
 
 A caller waits for the writer gate through the queue, so it first hands back the request's
-pooled connection (release_request_connection): the gate comes first, then a connection.
+pooled connection (end_read): the gate comes first, then a connection.
 
 What it buys, measured on the cart add's benchmark row: docs/PERFORMANCE.md.
 """
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from storefront.config import app_settings
 from storefront.db.engine import WRITE_OPTION, configure_sqlite
 from storefront.db.sqlite_writer import sqlite_file_path, sqlite_writer_gate
-from storefront.db.transactions import release_request_connection
+from storefront.db.transactions import end_read
 
 T = TypeVar("T")
 BatchWrite = Callable[[Connection], T]
@@ -70,7 +70,7 @@ class SQLiteBatchWriter:
         The read transactions of `session` and of the request's session end first."""
         if self._closing or self._task is None:
             raise RuntimeError("the SQLite batch writer is not running")
-        await release_request_connection(session)
+        await end_read(session)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queued.append((write, future))
         self._wakeup.set()

@@ -1,11 +1,20 @@
-"""Write transactions and turns: how a request writes, and in which order it waits.
+"""The unit of work: how a request reads, how it writes, and in which order it waits.
+
+A request reads through its session (db/engine.py get_session), which begins a read transaction
+on its first query. A write is `write_transaction` (or `run_write_with_retries`, which runs one
+again on lock conflicts), the same on SQLite and PostgreSQL: it ends the request's read first,
+then takes the write's turn, then (SQLite) the writer gate, then begins the write (SQLite: BEGIN
+IMMEDIATE) and commits it or rolls it back. Whatever ends a write without its commit (a refusal,
+a lock conflict, ShopBusy, a cancelled request), the objects the request loaded before it keep
+the values they had, without a query: a rolled-back write changed nothing, so the view renders
+its message from them. Views never commit, roll back or expunge.
 
 Lock order: a write's turn (one write per cart at a time in a worker), then the SQLite writer
 gate, then a pooled connection. A request never waits for a turn or the gate (write_transaction,
-or the batch writer's queue) while its session holds a pooled connection: it ends the request's
-read transaction first. Otherwise about 15 requests that loaded the customer and queued for the
-gate would hold every connection of the pool while the writer holding the gate waited for one;
-on PostgreSQL, one account's parallel adds would hold them all waiting for its cart's row lock.
+or the batch writer's queue) while its session holds a pooled connection: it ends its read first
+(end_read). Otherwise about 15 requests that loaded the customer and queued for the gate would
+hold every connection of the pool while the writer holding the gate waited for one; on
+PostgreSQL, one account's parallel adds would hold them all waiting for its cart's row lock.
 """
 
 import asyncio
@@ -16,13 +25,14 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, TypeVar
 
 from quart import g, has_app_context
-from sqlalchemy import inspect, select
+from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
-from storefront.db.engine import WRITE_OPTION, dialect_name
-from storefront.db.errors import is_refusal, is_transient_database_error
+from storefront.db.engine import WRITE_OPTION
+from storefront.db.errors import is_transient_database_error
 from storefront.db.sqlite_writer import sqlite_writer_gate
 
 log = logging.getLogger(__name__)
@@ -30,21 +40,29 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WRITE_ATTEMPTS = 5
+# session.info key: set while the session is inside write_transaction.
+WRITING = "storefront_writing"
 
 
-async def release_request_connection(session: AsyncSession | None = None) -> None:
-    """End the read transactions of `session` and of the request's session, handing their pooled
-    connections back (their objects stay loaded: expire_on_commit=False). Call before waiting
-    for a turn or the SQLite writer gate: those come first, then a connection."""
-    if session is not None and session.in_transaction():
-        await session.commit()
+class NestedWrite(RuntimeError):
+    """A write or an end of read inside a write transaction: it would commit half a write."""
+
+
+async def end_read(session: AsyncSession | None = None) -> None:
+    """End the read transactions of `session` and of the request's session, handing their
+    pooled connections back; what they loaded stays loaded (expire_on_commit=False).
+
+    Call before waiting for something that needs no database: a network call, a password
+    hash. write_transaction calls it before waiting for a turn or the SQLite writer gate."""
     request_session = g.get("db_session") if has_app_context() else None
-    if (
-        request_session is not None
-        and request_session is not session
-        and request_session.in_transaction()
-    ):
-        await request_session.commit()
+    readings = [session] if session is not None else []
+    if request_session is not None and request_session is not session:
+        readings.append(request_session)
+    for reading in readings:
+        if reading.info.get(WRITING):
+            raise NestedWrite("a read cannot end inside a write transaction")
+        if reading.in_transaction():
+            await reading.commit()
 
 
 class _Turn:
@@ -57,16 +75,14 @@ _turns: dict[Hashable, _Turn] = {}
 
 
 @asynccontextmanager
-async def take_turn(key: Hashable, session: AsyncSession | None = None) -> AsyncIterator[None]:
-    """One write per key (a cart) at a time in this worker, first come first served; a request
-    that must wait hands its pooled connection back first (release_request_connection)."""
+async def take_turn(key: Hashable) -> AsyncIterator[None]:
+    """One write per key (a cart) at a time in this worker, first come first served. The
+    caller holds no pooled connection while it waits (write_transaction ends its read first)."""
     turn = _turns.get(key)
     if turn is None:
         turn = _turns[key] = _Turn()
     turn.users += 1
     try:
-        if turn.lock.locked():
-            await release_request_connection(session)
         async with turn.lock:
             yield
     finally:
@@ -85,60 +101,64 @@ def waiting_for_turn(key: Hashable) -> int:
 async def write_transaction(
     session: AsyncSession, turn: Hashable | None = None
 ) -> AsyncIterator[AsyncSession]:
-    """Open the session's transaction as a writer (SQLite: BEGIN IMMEDIATE); commit or roll back.
+    """Run the block as one write (SQLite: BEGIN IMMEDIATE): commit it, or roll it back.
 
-    A read transaction the request already began (loading the customer) is ended first on
-    SQLite, which must start writers with BEGIN IMMEDIATE, and which must not hold a pooled
-    connection while it waits for the writer gate; on PostgreSQL (read committed: each
-    statement sees what is committed) it simply goes on as the write transaction, which saves
-    a commit, a connection checkout and a BEGIN. The session keeps its objects either way
-    (expire_on_commit=False).
-
-    With `turn` (a key such as the cart's), writes with the same key take turns in this worker
-    (take_turn): a shopper's parallel writes to one cart wait without a connection.
-
-    A write refused by an exception is rolled back, and the objects the rollback expired are
-    loaded again as committed, so the caller can still read them and render its message.
+    The session's read transaction, if any, is ended first (end_read), on both databases. With
+    `turn` (a key such as the cart's), writes with the same key take turns in this worker
+    (take_turn). If the block raises, or the commit fails, the write is rolled back and the
+    objects the session held before it get back the values they had (a rollback would leave
+    them expired, and templates cannot load attributes); objects first loaded inside the
+    write stay expired, since what they held may never have been committed.
     """
-    on_sqlite = dialect_name(session) == "sqlite"
+    if session.info.get(WRITING):
+        raise NestedWrite("write_transaction inside a write transaction")
+    loaded = _remember_loaded(session)
     try:
+        await end_read(session)
         async with AsyncExitStack() as stack:
             if turn is not None:
-                await stack.enter_async_context(take_turn(turn, session))
-            if session.in_transaction() and not on_sqlite:
-                try:
-                    yield session
-                except BaseException:
-                    await session.rollback()
-                    raise
-                await session.commit()
-                return
-            await release_request_connection(session)
+                await stack.enter_async_context(take_turn(turn))
             gate = sqlite_writer_gate(session.bind)
             if gate is not None:
                 await stack.enter_async_context(gate.hold())
+            session.info[WRITING] = True
+            stack.callback(session.info.pop, WRITING, None)
             async with session.begin():
                 await session.connection(execution_options={WRITE_OPTION: True})
                 yield session
-    except Exception as error:
-        if is_refusal(error):
-            await reload_expired(session)
+    except BaseException:
+        _restore_loaded(session, loaded)
         raise
 
 
-async def reload_expired(session: AsyncSession) -> None:
-    """Load again, one query per class, what a rollback expired in the session: templates read
-    attributes synchronously and cannot load them. Best effort: on failure they stay expired."""
-    identities: dict[type[Any], list[Any]] = {}
-    for state in session.sync_session.identity_map.all_states():
-        if state.expired and state.identity is not None and len(state.identity) == 1:
-            identities.setdefault(state.class_, []).append(state.identity[0])
-    try:
-        for model, keys in identities.items():
-            key_column = inspect(model).primary_key[0]
-            await session.execute(select(model).where(key_column.in_(keys)))
-    except Exception:  # the refusal is what the caller must answer; this is only a courtesy
-        log.warning("could not reload objects after a refused write", exc_info=True)
+_Loaded = list[tuple[object, dict[str, Any]]]
+
+
+def _remember_loaded(session: AsyncSession) -> _Loaded:
+    """Every object in the session with the values of its loaded columns (the models have no
+    relationships: views query what templates show)."""
+    loaded: _Loaded = []
+    for instance in session:
+        state = inspect(instance)
+        values = {
+            column.key: state.dict[column.key]
+            for column in state.mapper.column_attrs
+            if column.key in state.dict
+        }
+        loaded.append((instance, values))
+    return loaded
+
+
+def _restore_loaded(session: AsyncSession, loaded: _Loaded) -> None:
+    """Give the objects still in the session back the values a rollback unloaded."""
+    for instance, values in loaded:
+        state = inspect(instance)
+        if state.session is not session.sync_session:
+            continue
+        unloaded = state.unloaded
+        for key, value in values.items():
+            if key in unloaded:
+                set_committed_value(instance, key, value)
 
 
 class ShopBusy(Exception):
@@ -161,8 +181,8 @@ async def run_write_with_retries(
     """Run `work` in one write transaction, again on lock conflicts; ShopBusy if they persist.
 
     With `turn` (a cart's key), writes with the same key take turns in this worker first
-    (take_turn), without holding a pooled connection. Objects the caller still needs should
-    be detached beforehand, because a rollback expires every object in the session.
+    (take_turn), without holding a pooled connection. Each attempt is a write_transaction, so
+    the objects the caller loaded before stay readable whichever way it ends.
     """
     for attempt in range(1, attempts + 1):
         try:

@@ -42,6 +42,13 @@ class GatewayStatus(StrEnum):
     ABANDONED = "abandoned"
 
 
+class PaymentLookup(StrEnum):
+    """What a payment's state says when no payment of ours carries the reference (never stored:
+    the callback answers 404 for it)."""
+
+    UNKNOWN = "unknown"
+
+
 class Payment(Base):
     __tablename__ = "payments"
     __table_args__ = (

@@ -20,8 +20,14 @@ from storefront.models.base import Base, one_of, utcnow
 
 
 class UserRole(StrEnum):
+    """`staff` runs the catalogue, stock and fulfilment; `owner` everything, roles included."""
+
     CUSTOMER = "customer"
-    ADMIN = "admin"
+    STAFF = "staff"
+    OWNER = "owner"
+
+
+BACK_OFFICE_ROLES = frozenset({UserRole.STAFF, UserRole.OWNER})
 
 
 class WalletEntryKind(StrEnum):
@@ -45,8 +51,13 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
     @property
-    def is_admin(self) -> bool:
-        return self.role == UserRole.ADMIN
+    def can_use_back_office(self) -> bool:
+        """Staff or owner: may open /admin (each route still checks its own role)."""
+        return self.role in BACK_OFFICE_ROLES
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == UserRole.OWNER
 
 
 class Login(Base):

@@ -14,7 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from storefront.models import Login, User, Wallet
 from storefront.models.user import UserRole
-from storefront.services.outbox import InvalidEmailAddress, normalise_address
+from storefront.services.outbox.composing import InvalidEmailAddress, normalise_address
 
 PASSWORD_METHOD = "scrypt"
 # Verified against when the email is unknown, so both answers take the same time.
@@ -131,8 +131,8 @@ def check_email_address(email: str) -> tuple[str, str | None]:
     if len(typed) > EMAIL_MAX_LENGTH:
         return typed, "That email address is too long."
     try:
-        # The one address rule (outbox.normalise_address): registration refuses what the shop
-        # could not deliver to.
+        # The one address rule (outbox.composing.normalise_address): registration refuses what
+        # the shop could not deliver to.
         return normalise_address(typed).lower(), None
     except InvalidEmailAddress as error:
         return typed, error.reason

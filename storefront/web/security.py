@@ -29,7 +29,7 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 async def client_address_key() -> str:
     """The client the limit counts against: the connection's address (never X-Forwarded-For,
     which a client can forge; behind a proxy wrap the app in hypercorn's ProxyFixMiddleware)."""
-    return request.remote_addr or "unknown"
+    return request.remote_addr or "no-address"
 
 
 async def skip_safe_methods() -> bool:

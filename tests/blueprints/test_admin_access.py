@@ -1,7 +1,9 @@
-"""The back office: admins only. A customer gets a 403 page, an anonymous visitor the login page."""
+"""The back office: staff and owners only. A customer gets a 403 page, an anonymous visitor the
+login page; every page has the admin nav (by role) and the status line."""
 
 from werkzeug.routing import Rule
 
+from storefront.web.back_office import BACK_OFFICE_NAV
 from tests.conftest import CSRF_TOKEN
 from tests.test_policy import rules, sample_url
 
@@ -49,7 +51,7 @@ async def test_anonymous_visitors_go_to_login_and_come_back(client):
 
 
 async def test_the_landing_page_links_every_back_office_area(client, make_user, sign_in):
-    sign_in(client, await make_user(role="admin", email="boss@example.com"))
+    sign_in(client, await make_user(role="owner", email="boss@example.com"))
     response = await client.get("/admin")
     assert response.status_code == 200
     page = await response.get_data(as_text=True)
@@ -69,3 +71,60 @@ async def test_customers_do_not_see_the_admin_link(client, make_user, sign_in):
     sign_in(client, await make_user(role="customer"))
     page = await (await client.get("/account")).get_data(as_text=True)
     assert 'href="/admin"' not in page
+
+
+async def test_staff_open_the_staff_pages_and_see_no_owner_links(client, make_user, sign_in):
+    sign_in(client, await make_user(role="staff", email="kofi@example.com"))
+    page = await (await client.get("/admin")).get_data(as_text=True)
+    assert "kofi@example.com (staff)" in page
+    owner_only = [
+        rule.rule
+        for rule in admin_rules(client.app)
+        if getattr(client.app.view_functions[rule.endpoint], "requires", None) == "owner"
+    ]
+    assert "/admin/staff" in owner_only and "/admin/audit" in owner_only
+    for path in owner_only:
+        assert f'href="{path}"' not in page, path
+    assert 'href="/admin/emails"' in page
+    assert (await client.get("/admin/emails")).status_code == 200
+    assert (await client.get("/admin/staff")).status_code == 403
+
+
+def test_every_nav_link_names_a_back_office_page(app):
+    for link in BACK_OFFICE_NAV:
+        [rule] = list(app.url_map.iter_rules(link.endpoint))
+        assert rule.rule.startswith("/admin") and not rule.arguments, link
+        assert "GET" in (rule.methods or ()), link
+
+
+async def test_every_back_office_page_has_the_nav_the_status_line_and_its_styles(
+    client, make_user, sign_in
+):
+    sign_in(client, await make_user(role="owner"))
+    pages = [
+        rule.rule
+        for rule in admin_rules(client.app)
+        if not rule.arguments and "GET" in methods_of(rule)
+    ]
+    assert len(pages) >= 5
+    for path in pages:
+        page = await (await client.get(path)).get_data(as_text=True)
+        assert '<nav class="admin-nav" aria-label="Back office">' in page, path
+        assert '<div id="admin-status" class="admin-status" role="status"' in page, path
+        assert "/static/css/admin.css" in page, path
+        for link in BACK_OFFICE_NAV:
+            assert f">{link.title}</a>" in page, (path, link.title)
+    shop = await (await client.get("/")).get_data(as_text=True)
+    assert "admin.css" not in shop and "admin-status" not in shop
+
+
+async def test_a_no_js_change_flashes_into_the_status_line(client, make_user, sign_in):
+    sign_in(client, await make_user(role="owner"))
+    response = await client.post(
+        "/admin/test-email", form={"csrf_token": CSRF_TOKEN, "to": "check@example.com"}
+    )
+    assert response.status_code == 303
+    page = await (await client.get(response.headers["Location"])).get_data(as_text=True)
+    status_line = page.split('id="admin-status"')[1].split("</div>")[0]
+    assert "to check@example.com is queued" in status_line
+    assert 'class="flashes"' not in page  # the shop's flash box is not shown twice

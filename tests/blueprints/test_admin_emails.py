@@ -9,9 +9,9 @@ from sqlalchemy import select
 from storefront.background.outbox_sender import drain_outbox, send_due_batch
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import SmtpTransport
+from storefront.lib.mail.transports import SmtpTransport
 from storefront.models import OutboxEmail, utcnow
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 from tests.conftest import CSRF_TOKEN
 from tests.fixtures_mail import smtp_config
 from tests.live import free_port
@@ -32,7 +32,7 @@ def _app_overrides(request, smtp_server) -> dict:
 
 @pytest.fixture(name="admin_client")
 async def _admin_client(client, make_user, sign_in):
-    admin = await make_user(email="boss@cyberworld.test", role="admin", name="Boss")
+    admin = await make_user(email="boss@cyberworld.test", role="owner", name="Boss")
     sign_in(client, admin)
     return client
 
@@ -93,7 +93,7 @@ async def test_outbox_page_lists_rows_with_counts_errors_and_attempts(app, admin
     assert "SMTP error" in html  # last error shown
     assert f'id="email-{dead_id}"' in html
     dead_row = html.split(f'id="email-{dead_id}"')[1].split("</tr>")[0]
-    assert '<td class="num">5</td>' in dead_row  # attempts
+    assert '<td class="num" data-label="Attempts">5</td>' in dead_row  # attempts
     assert f'action="/admin/emails/{dead_id}/retry"' in dead_row
     assert 'name="csrf_token"' in dead_row
     assert "Retry all 1 dead" in html

@@ -26,7 +26,8 @@ from storefront.models import (
     WalletEntry,
     utcnow,
 )
-from storefront.services.payments import payment_settings, reconcile_once
+from storefront.services.payments.reconciliation import reconcile_once
+from storefront.services.payments.settings import payment_settings
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import CSRF_TOKEN, wallet_of
 from tests.fake_paystack import FakePaystack

@@ -7,7 +7,7 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Product, utcnow
 from storefront.services.cart import select_cart_for_user
-from storefront.services.checkout import place_wallet_order
+from storefront.services.checkout.placement import place_wallet_order
 from storefront.services.wallet import credit_wallet
 from tests.conftest import reconfigure
 
@@ -72,7 +72,7 @@ async def test_someone_elses_order_is_not_found(
 async def test_admin_sees_any_order(app, client, make_user, sign_in, make_product, fill_cart):
     owner = await make_user(balance_minor=100_000)
     order = await _place_order(app, fill_cart, owner, [(await make_product(), 1)])
-    sign_in(client, await make_user(role="admin"))
+    sign_in(client, await make_user(role="owner"))
     response = await client.get(f"/orders/{order.number}")
     assert response.status_code == 200
     assert owner.email in _text(await response.get_data())

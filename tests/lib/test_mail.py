@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from storefront.lib.mail import (
+from storefront.lib.mail.message import DeliveryError, OutgoingEmail
+from storefront.lib.mail.transports import (
     ConsoleTransport,
-    DeliveryError,
     FallbackTransport,
-    OutgoingEmail,
     SendGridTransport,
     SmtpTransport,
     choose_transport,
@@ -267,7 +266,7 @@ async def test_both_transports_failing_reports_both(fake_sendgrid):
 
 
 async def test_console_transport_logs_instead_of_sending(caplog):
-    caplog.set_level(logging.INFO, logger="storefront.lib.mail")
+    caplog.set_level(logging.INFO, logger="storefront.lib.mail.transports")
     logging.getLogger("storefront").propagate = True
     try:
         async with ConsoleTransport(SENDER).batch() as batch:
@@ -313,7 +312,7 @@ def test_built_message_is_well_formed_mime():
     import email as email_package
     import email.policy
 
-    from storefront.lib.mail import build_message
+    from storefront.lib.mail.message import build_message
 
     tricky_text = ".leading dot\r\n--=_outbox_0000 looks like a boundary\n" + "x" * 300 + " ₵\n"
     raw = build_message(

@@ -17,9 +17,11 @@ from storefront.models import (
     GatewayStatus,
     OrderStatus,
     OutboxStatus,
+    PaymentLookup,
     PaymentMethod,
     PaymentPurpose,
     PaymentStatus,
+    StockMovementKind,
     UserRole,
     WalletEntryKind,
 )
@@ -40,6 +42,7 @@ CHECKED_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("users", "role"): UserRole,
     ("wallet_entries", "kind"): WalletEntryKind,
     ("coupons", "kind"): CouponKind,
+    ("stock_movements", "kind"): StockMovementKind,
 }
 IN_CHECK = re.compile(r"(\w+) IN \((.*)\)")
 SQL_STRING = re.compile(r"'([^']*)'")
@@ -65,8 +68,9 @@ def test_each_check_constraint_allows_exactly_its_enums_values():
 
 
 def test_every_state_enum_is_listed_and_checked_by_the_database():
-    # GatewayStatus is what Paystack reports: compared with, never stored in a checked column.
-    assert set(STATE_ENUMS) == {*CHECKED_COLUMNS.values(), GatewayStatus}
+    # GatewayStatus is what Paystack reports and PaymentLookup what a reference of no payment
+    # shows: compared with, never stored in a checked column.
+    assert set(STATE_ENUMS) == {*CHECKED_COLUMNS.values(), GatewayStatus, PaymentLookup}
 
 
 def test_percent_coupons_are_capped_by_name():
@@ -170,6 +174,8 @@ def test_no_status_literal_in_templates():
         'form.get("delivery", "address")',
         'status in ("failed", "abandoned")',
         'debit(kind="payment")',
+        'return PaymentState(reference=reference, status="unknown")',
+        'if state.status == "unknown": abort(404)',
     ],
 )
 def test_the_python_check_sees_a_state_literal(source):

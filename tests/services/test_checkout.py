@@ -19,14 +19,10 @@ from storefront.models import (
     utcnow,
 )
 from storefront.services.cart import select_cart_for_user
-from storefront.services.checkout import (
-    InvalidDelivery,
-    OutOfStock,
-    create_order_from_cart,
-    place_wallet_order,
-    release_order_reservation,
-    validate_delivery,
-)
+from storefront.services.checkout.delivery import validate_delivery
+from storefront.services.checkout.placement import create_order_from_cart, place_wallet_order
+from storefront.services.checkout.refusals import InvalidDelivery, OutOfStock
+from storefront.services.checkout.release import release_order_reservation
 from storefront.services.orders import OrderStatusChanged
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import wallet_of

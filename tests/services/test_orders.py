@@ -10,7 +10,7 @@ from sqlalchemy import select
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Order, utcnow
-from storefront.services.checkout import create_order_from_cart
+from storefront.services.checkout.placement import create_order_from_cart
 from storefront.services.orders import (
     ORDER_TRANSITIONS,
     IllegalTransition,

@@ -20,14 +20,20 @@ from storefront.background.outbox_sender import (
 )
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import SendGridTransport, SmtpTransport, choose_transport
+from storefront.lib.mail.transports import SendGridTransport, SmtpTransport, choose_transport
 from storefront.models import Order, OrderLine, OutboxEmail, utcnow
-from storefront.services import outbox
-from storefront.services.outbox import (
-    InvalidEmailAddress,
-    compose_email,
+from storefront.services.outbox.backlog import select_outbox_backlog
+from storefront.services.outbox.composing import InvalidEmailAddress, compose_email
+from storefront.services.outbox.delivery import (
+    DEFAULT_CLAIM_SECONDS,
+    claim_due_emails,
+    retry_dead_emails,
+)
+from storefront.services.outbox.queueing import (
     queue_email,
     queue_emails,
+    register_wake_event,
+    unregister_wake_event,
 )
 from tests.fixtures_mail import smtp_config, wait_until
 from tests.live import free_port
@@ -234,7 +240,7 @@ def test_compose_email_refuses_a_bad_address_or_key():
 
 async def test_queue_emails_wakes_senders_after_commit_only(app, session):
     wake = asyncio.Event()
-    outbox.register_wake_event(wake)
+    register_wake_event(wake)
     try:
 
         class CheckoutFailed(Exception):
@@ -253,7 +259,7 @@ async def test_queue_emails_wakes_senders_after_commit_only(app, session):
         assert wake.is_set()
         assert await status_counts(app) == {"pending": 1}
     finally:
-        outbox.unregister_wake_event(wake)
+        unregister_wake_event(wake)
 
 
 @pytest.mark.both_databases
@@ -422,12 +428,12 @@ async def test_retry_dead_puts_rows_back_with_fresh_attempts(app, session):
         )
     first = await row_by_key(app, "dead:0")
     async with write_transaction(session):
-        assert await outbox.retry_dead_emails(session, T0, email_id=first.id) == 1
+        assert await retry_dead_emails(session, T0, email_id=first.id) == 1
     assert (await status_counts(app)) == {"pending": 2, "dead": 1}
     async with write_transaction(session):
-        assert await outbox.retry_dead_emails(session, T0) == 1
+        assert await retry_dead_emails(session, T0) == 1
     async with write_transaction(session):
-        assert await outbox.retry_dead_emails(session, T0) == 0
+        assert await retry_dead_emails(session, T0) == 0
     row = await row_by_key(app, "dead:0")
     assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, T0)
     assert row.last_error == "550 gone"  # kept for the admin until the next attempt
@@ -442,7 +448,7 @@ async def test_concurrent_claims_never_overlap(app):
 
     async def claim() -> list[int]:
         async with sessionmaker_for(app)() as own, write_transaction(own):
-            return [email.id for email in await outbox.claim_due_emails(own, utcnow(), limit=7)]
+            return [email.id for email in await claim_due_emails(own, utcnow(), limit=7)]
 
     claimed = [
         email_id for ids in await asyncio.gather(*(claim() for _ in range(12))) for email_id in ids
@@ -512,7 +518,7 @@ async def test_sender_killed_mid_batch_loses_nothing(app, database_url, smtp_ser
     await drain_outbox(sessions, transport)
     assert (await status_counts(app)).get("sending") == stranded["sending"]
     # ...then takes the rows over.
-    after_expiry = utcnow() + timedelta(seconds=outbox.DEFAULT_CLAIM_SECONDS + 1)
+    after_expiry = utcnow() + timedelta(seconds=DEFAULT_CLAIM_SECONDS + 1)
     await drain_outbox(sessions, transport, now=after_expiry)
 
     assert await status_counts(app) == {"sent": 20}
@@ -526,7 +532,7 @@ async def test_sender_killed_mid_batch_loses_nothing(app, database_url, smtp_ser
 KILLABLE_WORKER = """
 import asyncio, sys
 from storefront.db.engine import make_engine, make_sessionmaker
-from storefront.lib.mail import SmtpTransport
+from storefront.lib.mail.transports import SmtpTransport
 from storefront.background.outbox_sender import send_due_batch
 
 async def main(database_url, port):
@@ -578,7 +584,7 @@ async def test_dead_rows_retried_wake_the_sender(app, smtp_server, session):
     await wait_until(lambda: _status_is(app, "revive:0", "dead"), within_seconds=5)
     smtp_server.handler.refused_recipients.clear()
     async with write_transaction(session):
-        assert await outbox.retry_dead_emails(session, utcnow()) == 1
+        assert await retry_dead_emails(session, utcnow()) == 1
     await smtp_server.wait_for(1, within_seconds=5)
     await wait_until(lambda: _status_is(app, "revive:0", "sent"), within_seconds=5)
 
@@ -672,7 +678,7 @@ async def test_sendgrid_only_when_no_smtp(app, fake_sendgrid):
 
 
 async def test_backlog_counts_and_oldest_pending_age(app, session):
-    assert (await outbox.select_outbox_backlog(session, T0)).oldest_pending_age_seconds is None
+    assert (await select_outbox_backlog(session, T0)).oldest_pending_age_seconds is None
     await session.rollback()
     await queue_test_emails(app, 3, prefix="age")
     now = utcnow() + timedelta(seconds=5)
@@ -687,9 +693,9 @@ async def test_backlog_counts_and_oldest_pending_age(app, session):
             .where(OutboxEmail.dedupe_key == "age:1")
             .values(status="dead", created_at=now - timedelta(hours=5))
         )
-    backlog = await outbox.select_outbox_backlog(session, now)
+    backlog = await select_outbox_backlog(session, now)
     assert backlog.counts == {"pending": 2, "sending": 0, "dead": 1}  # sent not counted
-    with_sent = await outbox.select_outbox_backlog(session, now, count_sent=True)
+    with_sent = await select_outbox_backlog(session, now, count_sent=True)
     assert with_sent.counts == {"pending": 2, "sending": 0, "sent": 0, "dead": 1}
     assert backlog.backlog == 2
     assert backlog.oldest_pending_age_seconds == 90

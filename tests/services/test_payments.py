@@ -21,15 +21,15 @@ from storefront.models import (
     utcnow,
 )
 from storefront.services.orders import OrderStatusChanged
-from storefront.services.payments import (
-    finalize_payment,
+from storefront.services.payments.attempts import (
     initialize_payment,
     insert_order_payment,
     insert_payment,
     insert_topup_payment,
     new_reference,
-    payment_settings,
 )
+from storefront.services.payments.settings import payment_settings
+from storefront.services.payments.settling import finalize_payment
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import wallet_of
 from tests.fake_paystack import FakePaystack

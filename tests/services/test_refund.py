@@ -9,7 +9,7 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Order, WalletEntry, utcnow
 from storefront.services.cart import select_cart_for_user
-from storefront.services.checkout import create_order_from_cart, place_wallet_order
+from storefront.services.checkout.placement import create_order_from_cart, place_wallet_order
 from storefront.services.orders import OrderStatusChanged, refund_order_to_wallet
 from storefront.services.wallet import select_ledger_mismatches
 from tests.conftest import wallet_of

@@ -10,9 +10,10 @@ from sqlalchemy import select
 from storefront.background.outbox_sender import drain_outbox
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.lib.mail import OutgoingEmail, SmtpTransport
+from storefront.lib.mail.message import OutgoingEmail
+from storefront.lib.mail.transports import SmtpTransport
 from storefront.models import OutboxEmail
-from storefront.services.outbox import queue_email
+from storefront.services.outbox.queueing import queue_email
 from tests.fixtures_mail import smtp_config, wait_until
 
 SENDER = "CyberWorld Test <shop@cyberworld.test>"

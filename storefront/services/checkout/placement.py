@@ -1,45 +1,37 @@
-"""Checkout: turn a cart into an order in one transaction, paid from the wallet or reserved."""
+"""Placing an order from a locked cart: reserve it (awaiting payment), or pay it from the wallet.
 
-import logging
-import re
+Each step runs in the caller's transaction; the contended writes (stock, coupon) come last.
+"""
+
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TypeVar, cast
+from typing import cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
 from storefront.lib.money import format_minor
-from storefront.models import Cart, CartItem, Order, OrderLine, Product, User
-from storefront.models.order import DeliveryMethod, OrderStatus, PaymentMethod
+from storefront.models import Cart, Order, OrderLine, Product, User
+from storefront.models.order import OrderStatus, PaymentMethod
 from storefront.models.user import WalletEntryKind
 from storefront.services.cart import CartLine, select_cart_lines
 from storefront.services.cart_changes import clear_cart
-from storefront.services.coupons import (
-    CouponError,
-    evaluate_coupon,
-    release_coupon_use,
-    use_coupon,
+from storefront.services.checkout.delivery import Delivery, validate_delivery
+from storefront.services.checkout.order_emails import queue_order_emails
+from storefront.services.checkout.refusals import (
+    CheckoutError,
+    CouponNoLongerValid,
+    EmptyCart,
+    InsufficientFunds,
+    OutOfStock,
+    PriceChanged,
+    ProductUnavailable,
+    TooManyUnits,
 )
-from storefront.services.orders import (
-    next_order_number,
-    provisional_order_number,
-    restock_order_lines,
-    transition_order,
-)
-from storefront.services.outbox import InvalidEmailAddress, compose_email, queue_emails
+from storefront.services.coupons import CouponError, evaluate_coupon, use_coupon
+from storefront.services.orders import next_order_number, provisional_order_number, transition_order
 from storefront.services.wallet import InsufficientBalance, WalletError, debit_wallet
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-DELIVERY_CHOICES = tuple(DeliveryMethod)
-PHONE_PATTERN = re.compile(r"\+?[0-9][0-9 ()-]{6,24}")
-MIN_PHONE_DIGITS = 9
-MAX_ADDRESS_LENGTH = 500
-
 
 # Built once: checkout runs them for every order (TAKE_STOCK for every line), and building a
 # statement costs as much as sending it.
@@ -68,90 +60,6 @@ INSERT_ORDER = insert(_orders).returning(_orders.c.id)
 INSERT_ORDER_LINE = insert(cast(Table, OrderLine.__table__))
 
 
-class CheckoutError(Exception):
-    """Checkout was refused and nothing changed; the message is fit for the shopper."""
-
-
-class EmptyCart(CheckoutError):
-    def __init__(self) -> None:
-        super().__init__("Your cart is empty, so there is nothing to pay for.")
-
-
-class InvalidDelivery(CheckoutError):
-    def __init__(self, field_errors: dict[str, str]) -> None:
-        self.field_errors = field_errors
-        super().__init__("Check the delivery details below.")
-
-
-class OutOfStock(CheckoutError):
-    def __init__(self, product_id: int, name: str, wanted: int, available: int) -> None:
-        self.product_id = product_id
-        self.name = name
-        self.wanted = wanted
-        self.available = available
-        if available <= 0:
-            message = f"{name} is out of stock; remove it from your cart to check out."
-        else:
-            message = (
-                f"Only {available} of {name} left (your cart has {wanted}); "
-                "lower the quantity to check out."
-            )
-        super().__init__(message)
-
-
-class TooManyUnits(CheckoutError):
-    def __init__(self, name: str, cap: int, wanted: int) -> None:
-        self.name = name
-        self.cap = cap
-        super().__init__(
-            f"A card payment holds its items until Paystack confirms it, so one order may hold "
-            f"at most {cap} of {name} (your cart has {wanted}). Lower the quantity, or pay "
-            "from your wallet."
-        )
-
-
-class ProductUnavailable(CheckoutError):
-    def __init__(self, product_id: int, name: str) -> None:
-        self.product_id = product_id
-        self.name = name
-        super().__init__(f"{name} is no longer sold; remove it from your cart to check out.")
-
-
-class CouponNoLongerValid(CheckoutError):
-    def __init__(self, reason: str) -> None:
-        super().__init__(f"Your coupon can no longer be used: {reason} Remove it or try again.")
-
-
-class PriceChanged(CheckoutError):
-    def __init__(self, message: str) -> None:
-        super().__init__(f"{message} Nothing was charged; review the new total and pay again.")
-
-    @classmethod
-    def total(cls, shown_minor: int, total_minor: int) -> "PriceChanged":
-        return cls(
-            f"Prices changed while you were checking out: the total is now "
-            f"{format_minor(total_minor)} (you saw {format_minor(shown_minor)})."
-        )
-
-
-class InsufficientFunds(CheckoutError):
-    def __init__(self, balance_minor: int, total_minor: int) -> None:
-        self.balance_minor = balance_minor
-        self.total_minor = total_minor
-        self.shortfall_minor = total_minor - balance_minor
-        super().__init__(
-            f"Your wallet holds {format_minor(balance_minor)} but this order costs "
-            f"{format_minor(total_minor)}: top up at least {format_minor(self.shortfall_minor)}."
-        )
-
-
-@dataclass(frozen=True)
-class Delivery:
-    method: str
-    phone: str
-    address: str
-
-
 @dataclass(frozen=True)
 class LockedCart:
     id: int
@@ -175,28 +83,6 @@ class ReservedOrder:
     order: Order
     number: str
     lines: list[OrderLine] = field(default_factory=list)
-
-
-def validate_delivery(delivery: str, phone: str, address: str) -> Delivery:
-    """Clean the delivery choice and contact; InvalidDelivery names each bad field."""
-    method = (delivery or "").strip()
-    phone = (phone or "").strip()
-    address = (address or "").strip()
-    field_errors: dict[str, str] = {}
-    if method not in DELIVERY_CHOICES:
-        field_errors["delivery"] = "Choose delivery to an address or pickup at the shop."
-    digits = sum(character.isdigit() for character in phone)
-    if not phone:
-        field_errors["phone"] = "Enter a phone number so we can reach you about this order."
-    elif not PHONE_PATTERN.fullmatch(phone) or digits < MIN_PHONE_DIGITS:
-        field_errors["phone"] = "Enter a phone number like 024 123 4567 or +233 24 123 4567."
-    if method == DeliveryMethod.ADDRESS and not address:
-        field_errors["address"] = "Enter the delivery address (or choose pickup)."
-    elif len(address) > MAX_ADDRESS_LENGTH:
-        field_errors["address"] = f"Keep the address under {MAX_ADDRESS_LENGTH} characters."
-    if field_errors:
-        raise InvalidDelivery(field_errors)
-    return Delivery(method, phone, address if method == DeliveryMethod.ADDRESS else "")
 
 
 async def lock_cart(session: AsyncSession, user_id: int, cart_id: int | None = None) -> LockedCart:
@@ -408,74 +294,6 @@ async def select_order_that_took_cart(session: AsyncSession, user_id: int) -> Or
     )
 
 
-async def return_order_lines_to_cart(session: AsyncSession, order_id: int, user_id: int) -> None:
-    """Put a released order's lines back in the customer's cart, within stock, and its coupon
-    if the cart has none: a refused or replaced card payment loses the shopper nothing."""
-    try:
-        cart = await lock_cart(session, user_id)
-    except EmptyCart:  # no cart row at all: nothing to return the lines to
-        return
-    coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
-    if coupon_code and not cart.coupon_code:
-        await session.execute(
-            update(Cart)
-            .where(Cart.id == cart.id)
-            .values(coupon_code=coupon_code)
-            .execution_options(synchronize_session=False)
-        )
-    rows = await session.execute(
-        select(OrderLine.product_id, OrderLine.quantity, Product.stock, CartItem.quantity)
-        .join(Product, Product.id == OrderLine.product_id)
-        .outerjoin(
-            CartItem,
-            (CartItem.cart_id == cart.id) & (CartItem.product_id == OrderLine.product_id),
-        )
-        .where(OrderLine.order_id == order_id, Product.is_active.is_(True))
-        .order_by(OrderLine.product_id)
-    )
-    for product_id, ordered, stock, in_cart in rows:
-        wanted = min((in_cart or 0) + ordered, stock)
-        if wanted <= (in_cart or 0):
-            continue
-        if in_cart:
-            await session.execute(
-                update(CartItem)
-                .where(CartItem.cart_id == cart.id, CartItem.product_id == product_id)
-                .values(quantity=wanted)
-                .execution_options(synchronize_session=False)
-            )
-        else:
-            await session.execute(
-                insert(CartItem).values(cart_id=cart.id, product_id=product_id, quantity=wanted)
-            )
-
-
-def order_url(base_url: str, order: Order) -> str:
-    return f"{base_url.rstrip('/')}/orders/{order.number}"
-
-
-async def queue_order_emails(
-    session: AsyncSession,
-    order: Order,
-    lines: list[OrderLine],
-    admin_email: str,
-    base_url: str,
-) -> None:
-    """Queue the customer's confirmation and the admin's notice in the caller's transaction."""
-    context = {"order": order, "lines": lines, "order_url": order_url(base_url, order)}
-    recipients = [(order.email, "order_confirmation")]
-    if admin_email:
-        recipients.append((admin_email, "admin_new_order"))
-    emails = []
-    for to, template in recipients:
-        try:
-            emails.append(compose_email(to, template, context, f"{template}:{order.number}"))
-        except InvalidEmailAddress as error:
-            # A bad address must not cost the shopper the order; operators see it in the log.
-            log.warning("order %s: %s not queued: %s", order.number, template, error)
-    await queue_emails(session, emails)
-
-
 async def place_wallet_order(
     session: AsyncSession,
     user: User,
@@ -531,16 +349,3 @@ async def place_wallet_order(
     await clear_cart(session, plan.cart_id, now)
     await _take_stock_and_coupon(session, user, plan, order, now)
     return order
-
-
-async def release_order_reservation(
-    session: AsyncSession, order_id: int, now: datetime | None = None
-) -> None:
-    """Undo a reservation whose payment failed: restock, give the coupon use back, cancel."""
-    await transition_order(
-        session, order_id, OrderStatus.PENDING_PAYMENT, OrderStatus.CANCELLED, now
-    )
-    await restock_order_lines(session, order_id)
-    coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
-    if coupon_code:
-        await release_coupon_use(session, coupon_code, order_id)

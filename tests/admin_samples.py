@@ -1,0 +1,101 @@
+"""One valid change for every unsafe /admin route, in one place.
+
+tests/test_admin_policy.py posts each sample as the least role its view admits and checks that
+the change left an audit row by that user (with JavaScript off and with htmx), and that the
+same post from a visitor, a customer, a staff member on an owner-only route or without the CSRF
+token changed nothing. A new unsafe /admin route adds its sample here; the policy test fails
+until it does.
+
+A sample maker is called once per check, so each call sets up its own rows (a fresh product, a
+fresh dead email...) and returns the rule's arguments and the form that changes them."""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from quart import Quart
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+from werkzeug.datastructures import FileStorage
+
+from storefront.db.engine import sessionmaker_for
+from storefront.db.transactions import write_transaction
+from storefront.models import OutboxEmail, OutboxStatus, User
+from storefront.services.outbox.queueing import queue_email
+
+
+@dataclass
+class SampleContext:
+    app: Quart
+    request: pytest.FixtureRequest
+
+    def fixture(self, name: str) -> Any:
+        """A factory fixture by name (add_product, add_category, make_user...)."""
+        return self.request.getfixturevalue(name)
+
+    def session(self) -> AsyncSession:
+        return sessionmaker_for(self.app)()
+
+
+@dataclass(frozen=True)
+class ChangeSample:
+    path_values: dict[str, Any] = field(default_factory=dict)
+    form: dict[str, str] = field(default_factory=dict)
+    files: dict[str, FileStorage] = field(default_factory=dict)
+
+
+SampleMaker = Callable[[SampleContext], Awaitable[ChangeSample]]
+CHANGE_SAMPLES: dict[str, SampleMaker] = {}
+
+
+def change_sample(endpoint: str) -> Callable[[SampleMaker], SampleMaker]:
+    """Register the sample maker of one endpoint ("blueprint.view")."""
+
+    def register(maker: SampleMaker) -> SampleMaker:
+        assert endpoint not in CHANGE_SAMPLES, f"two samples for {endpoint}"
+        CHANGE_SAMPLES[endpoint] = maker
+        return maker
+
+    return register
+
+
+async def _dead_email(context: SampleContext) -> int:
+    async with context.session() as session, write_transaction(session):
+        email = await queue_email(
+            session,
+            "gone@example.com",
+            "test_email",
+            {"sent_by": "tests"},
+            f"sample:{uuid.uuid4().hex}",
+        )
+        assert email is not None
+        await session.execute(
+            update(OutboxEmail)
+            .where(OutboxEmail.id == email.id)
+            .values(status=OutboxStatus.DEAD, attempts=5)
+        )
+    return email.id
+
+
+@change_sample("admin_emails.retry_email")
+async def _retry_email(context: SampleContext) -> ChangeSample:
+    return ChangeSample({"email_id": await _dead_email(context)})
+
+
+@change_sample("admin_emails.retry_all_dead")
+async def _retry_all_dead(context: SampleContext) -> ChangeSample:
+    await _dead_email(context)
+    return ChangeSample()
+
+
+@change_sample("admin_emails.send_test_email")
+async def _send_test_email(context: SampleContext) -> ChangeSample:
+    return ChangeSample(form={"to": "check@example.com"})
+
+
+@change_sample("admin_roles.change_user_role")
+async def _change_user_role(context: SampleContext) -> ChangeSample:
+    user: User = await context.fixture("make_user")()
+    return ChangeSample({"user_id": user.id}, {"role": "staff"})
