@@ -16,7 +16,6 @@ waiting get the shared bytes; everyone else gets a per-request render of the cac
 
 import asyncio
 import logging
-import os
 import re
 import secrets
 import time
@@ -60,9 +59,6 @@ JSON_TYPE = "application/json"
 # Pages carry the shopper's CSRF token: browsers may keep them, shared caches may not.
 PAGE_CACHE_CONTROL = "private, no-cache"
 PAGE_VARY = "Accept-Encoding, Cookie"
-# Benchmark-only A/B switch (issue 12's receipt): "whole" gzips the spliced plain body per
-# response at this level instead of gzip_splice's precompressed parts. Reverted after the runs.
-_WHOLE_GZIP_LEVEL = int(os.environ.get("BENCH_WHOLE_GZIP_LEVEL", "0"))
 
 
 def split_rendered(text: str) -> SplicedBody:
@@ -323,9 +319,7 @@ async def shared_page(
             values = _shopper_values(page)
             return _encoded_response(
                 lambda: page.body(values),
-                (lambda: gzip_compress(page.body(values), _WHOLE_GZIP_LEVEL))
-                if _WHOLE_GZIP_LEVEL
-                else (lambda: page.gzip_body(values)),
+                lambda: page.gzip_body(values),
                 HTML_TYPE,
                 PAGE_CACHE_CONTROL,
                 PAGE_VARY,
