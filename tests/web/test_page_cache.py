@@ -10,7 +10,14 @@ from quart.signals import template_rendered
 
 from storefront.blueprints.cart import CART_TOKEN_KEY
 from storefront.web import page_cache
-from storefront.web.page_cache import PageCache, page_cache_for
+from storefront.web.page_cache import (
+    CART_COUNT_SLOT,
+    CSRF_SLOT,
+    SLOT_MARKERS,
+    PageCache,
+    SharedPage,
+    page_cache_for,
+)
 from tests.fixtures_shop import set_badge_cookie
 
 
@@ -20,6 +27,23 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_a_shared_page_puts_the_values_in_every_slot():
+    card = '<form><input name="csrf_token" value="{token}"></form>'
+    text = (
+        f'<meta name="csrf-token" content="{SLOT_MARKERS[CSRF_SLOT]}">'
+        f'<span class="count">{SLOT_MARKERS[CART_COUNT_SLOT]}</span>'
+        + card.format(token=SLOT_MARKERS[CSRF_SLOT]) * 12
+        + "<p>GH₵ 5.00</p>"
+    )
+    page = SharedPage(text)
+    assert page.slots == {CSRF_SLOT, CART_COUNT_SLOT}
+    for token, count in (("a" * 43, "7"), ("short", "123456")):
+        body = page.body({CSRF_SLOT: token.encode(), CART_COUNT_SLOT: count.encode()})
+        expected = text.replace(SLOT_MARKERS[CSRF_SLOT], token)
+        assert body.decode() == expected.replace(SLOT_MARKERS[CART_COUNT_SLOT], count)
+    assert SharedPage("<p>no slots</p>").body({}) == b"<p>no slots</p>"
 
 
 async def test_concurrent_misses_build_once():
