@@ -3,8 +3,8 @@
 A shared page is rendered once with markers where the per-shopper values go (the CSRF token and
 the cart badge count) and split there. A response joins the parts with the shopper's values and,
 when the client takes gzip, compresses the joined body at level 1: no request re-renders the
-template. (Splicing the values into parts deflated once saved ~6 % of a home page's CPU for ~10 %
-more bytes and 300 lines: docs/PERFORMANCE.md, "Shared pages are gzipped whole".)
+template. (Splicing the values into parts deflated once saved 5–14 % of a home page's CPU for
+~9 % more bytes and 300 lines: docs/PERFORMANCE.md, "Shared pages are gzipped whole".)
 
 Invalidation, across hypercorn workers: each worker reads the catalog fingerprint
 (`catalog_versions.version`, bumped by `bump_catalog_version` in the writer's transaction, plus
