@@ -43,6 +43,7 @@ HOST = "127.0.0.1"
 CART_SHOPPERS = 50
 BIG_STOCK = 1_000_000_000
 _LATENCY_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+_BYTE_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3, "TB": 1024**4}
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,13 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    bytes_read: int = 0
     server_cpu_seconds: float = 0.0
+
+    @property
+    def bytes_per_request(self) -> float:
+        """Response bytes (status line, headers and body) per request, as wrk read them."""
+        return self.bytes_read / self.requests if self.requests else 0.0
 
     @property
     def requests_per_cpu_second(self) -> float:
@@ -79,7 +86,7 @@ def parse_wrk(output: str) -> WrkResult:
     rps = re.search(r"Requests/sec:\s+([0-9.]+)", output)
     p50 = re.search(r"^\s+50%\s+(\S+)", output, re.MULTILINE)
     p99 = re.search(r"^\s+99%\s+(\S+)", output, re.MULTILINE)
-    total = re.search(r"([0-9]+) requests in", output)
+    total = re.search(r"([0-9]+) requests in [^,]+, ([0-9.]+)([KMGT]?B) read", output)
     if not (rps and p50 and p99 and total):
         raise RuntimeError(f"could not read wrk output:\n{output}")
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+([0-9]+)", output)
@@ -91,6 +98,7 @@ def parse_wrk(output: str) -> WrkResult:
         p50_ms=_latency_ms(p50[1]),
         p99_ms=_latency_ms(p99[1]),
         requests=int(total[1]),
+        bytes_read=round(float(total[2]) * _BYTE_UNITS[total[3]]),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=sum(int(count) for count in errors.groups()) if errors else 0,
     )
@@ -441,7 +449,7 @@ def main() -> None:
     )
     header = (
         f"{'endpoint':<34}{'req/s':>7}{'p50 ms':>8}{'p99 ms':>8}{'hello':>7}{'p99':>7}"
-        f"{'ratio':>7}{'req/CPU-s':>10}{'hello':>7}{'ratio':>7}{'errors':>7}"
+        f"{'ratio':>7}{'req/CPU-s':>10}{'hello':>7}{'ratio':>7}{'errors':>7}{'B/req':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -453,13 +461,15 @@ def main() -> None:
             f"{row.hello.p99_ms:>7.1f}{row.ratio:>7.0%}"
             f"{row.result.requests_per_cpu_second:>10.0f}"
             f"{row.hello.requests_per_cpu_second:>7.0f}{row.cpu_ratio:>7.0%}{errors:>7}"
+            f"{row.result.bytes_per_request:>7.0f}"
         )
     for name, reason in skipped:
         print(f"{name:<34}skipped: {reason}")
     print(
         "hello, p99: the hello run paired with the row (median); "
         "ratio: req/s over the hello run just before; req/CPU-s: requests per second of server "
-        f"CPU (user+system of the hypercorn processes), the share a busy machine cannot skew\n"
+        "CPU (user+system of the hypercorn processes), the share a busy machine cannot skew; "
+        "B/req: response bytes per request (headers and body) as wrk read them\n"
         f"files in {workdir}"
     )
 

@@ -1,9 +1,10 @@
 """What every shopper sees, built once per catalog version and kept in this process's memory.
 
 A shared page is rendered once with markers where the per-shopper values go (the CSRF token and
-the cart badge count), split there, and each part deflated once (storefront.lib.gzip_splice). A
-response joins the parts with the shopper's values, as plain bytes or as gzip: no request
-re-renders the template or runs the compressor.
+the cart badge count) and split there. A response joins the parts with the shopper's values and,
+when the client takes gzip, compresses the joined body at level 1: no request re-renders the
+template. (Splicing the values into parts deflated once saved 5–14 % of a home page's CPU for
+~9 % more bytes and 300 lines: docs/PERFORMANCE.md, "Shared pages are gzipped whole".)
 
 Invalidation, across hypercorn workers: each worker reads the catalog fingerprint
 (`catalog_versions.version`, bumped by `bump_catalog_version` in the writer's transaction, plus
@@ -15,12 +16,13 @@ waiting get the shared bytes; everyone else gets a per-request render of the cac
 """
 
 import asyncio
+import gzip
 import logging
 import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,7 +33,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.config import app_settings
 from storefront.db.engine import get_session
-from storefront.lib.gzip_splice import SplicedBody, gzip_compress
 from storefront.services.catalog import local_catalog_changes, select_catalog_fingerprint
 from storefront.web.cart_badge import badge_count
 from storefront.web.csrf import SESSION_KEY as CSRF_SESSION_KEY
@@ -43,14 +44,11 @@ T = TypeVar("T")
 
 CSRF_SLOT = "csrf_token"
 CART_COUNT_SLOT = "cart_count"
-# storefront.web.csrf makes tokens with secrets.token_urlsafe(32): always 43 characters.
-CSRF_TOKEN_WIDTH = 43
 _MARKER_NONCE = secrets.token_hex(8)
 SLOT_MARKERS = {
     CSRF_SLOT: f"cwslot{_MARKER_NONCE}csrf",
     CART_COUNT_SLOT: f"cwslot{_MARKER_NONCE}cartcount",
 }
-SLOT_WIDTHS: dict[str, int | None] = {CSRF_SLOT: CSRF_TOKEN_WIDTH, CART_COUNT_SLOT: None}
 _MARKER_PATTERN = re.compile("(" + "|".join(map(re.escape, SLOT_MARKERS.values())) + ")")
 _SLOT_BY_MARKER = {marker: name for name, marker in SLOT_MARKERS.items()}
 
@@ -59,14 +57,31 @@ JSON_TYPE = "application/json"
 # Pages carry the shopper's CSRF token: browsers may keep them, shared caches may not.
 PAGE_CACHE_CONTROL = "private, no-cache"
 PAGE_VARY = "Accept-Encoding, Cookie"
+# Pages are compressed per response; level 1 costs half of level 6's CPU for ~9 % more bytes.
+PAGE_GZIP_LEVEL = 1
+JSON_GZIP_LEVEL = 9  # compressed once per catalog version
 
 
-def split_rendered(text: str) -> SplicedBody:
-    """Split rendered text at the slot markers (NULs become U+FFFD, as browsers do)."""
-    pieces = _MARKER_PATTERN.split(text.replace("\x00", "\ufffd"))
-    parts = [piece.encode() for piece in pieces[0::2]]
-    slots = [_SLOT_BY_MARKER[marker] for marker in pieces[1::2]]
-    return SplicedBody(parts, slots, SLOT_WIDTHS)
+class SharedPage:
+    """A rendered page split at the slot markers: parts with a named slot between each two."""
+
+    __slots__ = ("slots", "size", "_pieces", "_slot_positions")
+
+    def __init__(self, text: str) -> None:
+        self._pieces = [piece.encode() for piece in _MARKER_PATTERN.split(text)]
+        self._slot_positions = [
+            (index, _SLOT_BY_MARKER[self._pieces[index].decode()])
+            for index in range(1, len(self._pieces), 2)
+        ]
+        self.slots = frozenset(name for _, name in self._slot_positions)
+        self.size = sum(map(len, self._pieces)) + 64 * len(self._slot_positions)
+
+    def body(self, values: Mapping[str, bytes]) -> bytes:
+        """The page with the values in their slots."""
+        pieces = self._pieces.copy()
+        for index, name in self._slot_positions:
+            pieces[index] = values[name]
+        return b"".join(pieces)
 
 
 @dataclass(slots=True)
@@ -247,7 +262,7 @@ def accepts_gzip() -> bool:
     return request.accept_encodings["gzip"] > 0
 
 
-def _shopper_values(page: SplicedBody) -> dict[str, bytes]:
+def _shopper_values(page: SharedPage) -> dict[str, bytes]:
     values: dict[str, bytes] = {}
     if CSRF_SLOT in page.slots:
         values[CSRF_SLOT] = str(escape(csrf_token())).encode()
@@ -264,7 +279,7 @@ class PageNotShareable(RuntimeError):
     """A render put a shopper's own value into a page meant for everyone."""
 
 
-async def _render_shared(template: str, context: dict[str, Any]) -> tuple[SplicedBody, int]:
+async def _render_shared(template: str, context: dict[str, Any]) -> tuple[SharedPage, int]:
     token_before = session.get(CSRF_SESSION_KEY)
     html = await render_template(
         template,
@@ -278,7 +293,7 @@ async def _render_shared(template: str, context: dict[str, Any]) -> tuple[Splice
     for token in {token_before, session.get(CSRF_SESSION_KEY)}:
         if token and str(token) in html:
             raise PageNotShareable(f"{template} rendered the shopper's own CSRF token")
-    page = split_rendered(html)
+    page = SharedPage(html)
     return page, page.size
 
 
@@ -302,11 +317,11 @@ async def shared_page(
     template: str,
     load_context: Callable[[], Awaitable[dict[str, Any]]],
 ) -> Response:
-    """The page for `key`: shared bytes with this shopper's token and count spliced in, or a
+    """The page for `key`: the shared page with this shopper's token and count put in, or a
     render of the cached query results for signed-in shoppers and pending flash messages."""
     if shopper_can_share():
 
-        async def build() -> tuple[SplicedBody | None, int]:
+        async def build() -> tuple[SharedPage | None, int]:
             try:
                 return await _render_shared(template, await load_context())
             except PageNotShareable:
@@ -316,17 +331,21 @@ async def shared_page(
 
         page = await cache.get_or_build(("page", key), build)
         if page is not None:
-            values = _shopper_values(page)
+            body = page.body(_shopper_values(page))
             return _encoded_response(
-                lambda: page.body(values),
-                lambda: page.gzip_body(values),
+                lambda: body,
+                lambda: gzip.compress(body, PAGE_GZIP_LEVEL, mtime=0),
                 HTML_TYPE,
                 PAGE_CACHE_CONTROL,
                 PAGE_VARY,
             )
-    body = (await render_template(template, **await load_context())).encode()
+    rendered = (await render_template(template, **await load_context())).encode()
     return _encoded_response(
-        lambda: body, lambda: gzip_compress(body), HTML_TYPE, PAGE_CACHE_CONTROL, PAGE_VARY
+        lambda: rendered,
+        lambda: gzip.compress(rendered, PAGE_GZIP_LEVEL, mtime=0),
+        HTML_TYPE,
+        PAGE_CACHE_CONTROL,
+        PAGE_VARY,
     )
 
 
@@ -340,7 +359,7 @@ async def shared_json(
 
     async def build() -> tuple[tuple[bytes, bytes], int]:
         plain = await load_json()
-        gzipped = gzip_compress(plain, 9)
+        gzipped = gzip.compress(plain, JSON_GZIP_LEVEL, mtime=0)
         return (plain, gzipped), len(plain) + len(gzipped) + 64
 
     plain, gzipped = await cache.get_or_build(("json", key), build)

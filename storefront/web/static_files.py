@@ -2,6 +2,7 @@
 assets (CSS, JS, SVG) are held in memory and gzipped once per process, not per request; images
 and other files stream from disk (only their hash is kept)."""
 
+import gzip
 import hashlib
 import mimetypes
 import os
@@ -11,8 +12,6 @@ from typing import Any
 
 from quart import Quart, Response, abort, current_app, request, send_from_directory, url_for
 from werkzeug.security import safe_join
-
-from storefront.lib.gzip_splice import gzip_compress
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 # A URL without the current hash (an old page, a hand-typed link): cache, but not for long.
@@ -89,7 +88,7 @@ class StaticFiles:
             asset = StaticAsset(stat.st_mtime_ns, stat.st_size, mimetype, _file_hash(path))
         else:
             body = Path(path).read_bytes()
-            gzip_body: bytes | None = gzip_compress(body, 9)
+            gzip_body: bytes | None = gzip.compress(body, 9, mtime=0)
             if gzip_body is not None and len(gzip_body) >= len(body):
                 gzip_body = None
             version = hashlib.sha256(body).hexdigest()[:12]

@@ -309,7 +309,7 @@ async def test_a_first_visit_sets_the_session_cookie_once(app, add_product):
 async def test_gzip_answers_are_the_same_page(app, add_product):
     await add_product("Radio")
     shopper = app.test_client()
-    plain = await page_text(shopper, "/")  # makes a 43-character token: the spliced path
+    plain = await page_text(shopper, "/")  # a guest: the shared page
     response = await shopper.get("/", headers={"Accept-Encoding": "gzip"})
     assert response.headers["Content-Encoding"] == "gzip"
     assert "Accept-Encoding" in response.headers["Vary"]

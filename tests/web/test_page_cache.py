@@ -1,6 +1,7 @@
 """The page cache: an LRU that builds once per key, drops stale generations and entries past their
 age, and stays within its byte budget; gzip negotiation; shared pages show per-shopper values
-only through the CSRF token and cart badge slots."""
+only through the known hooks (the CSRF token and cart badge slots; `customer` and flash messages,
+which send a shopper to a per-request render)."""
 
 import asyncio
 
@@ -9,7 +10,14 @@ from quart.signals import template_rendered
 
 from storefront.blueprints.cart import CART_TOKEN_KEY
 from storefront.web import page_cache
-from storefront.web.page_cache import PageCache
+from storefront.web.page_cache import (
+    CART_COUNT_SLOT,
+    CSRF_SLOT,
+    SLOT_MARKERS,
+    PageCache,
+    SharedPage,
+    page_cache_for,
+)
 from tests.fixtures_shop import set_badge_cookie
 
 
@@ -19,6 +27,23 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_a_shared_page_puts_the_values_in_every_slot():
+    card = '<form><input name="csrf_token" value="{token}"></form>'
+    text = (
+        f'<meta name="csrf-token" content="{SLOT_MARKERS[CSRF_SLOT]}">'
+        f'<span class="count">{SLOT_MARKERS[CART_COUNT_SLOT]}</span>'
+        + card.format(token=SLOT_MARKERS[CSRF_SLOT]) * 12
+        + "<p>GH₵ 5.00</p>"
+    )
+    page = SharedPage(text)
+    assert page.slots == {CSRF_SLOT, CART_COUNT_SLOT}
+    for token, count in (("a" * 43, "7"), ("short", "123456")):
+        body = page.body({CSRF_SLOT: token.encode(), CART_COUNT_SLOT: count.encode()})
+        expected = text.replace(SLOT_MARKERS[CSRF_SLOT], token)
+        assert body.decode() == expected.replace(SLOT_MARKERS[CART_COUNT_SLOT], count)
+    assert SharedPage("<p>no slots</p>").body({}) == b"<p>no slots</p>"
 
 
 async def test_concurrent_misses_build_once():
@@ -217,3 +242,74 @@ async def test_nothing_of_a_signed_in_or_flashed_shopper_reaches_a_shared_page(
     for url in urls:
         guest_body, _ = await _body_and_token(app.test_client(), url)
         assert [value for value in private_values if value in guest_body] == [], url
+
+
+# Everything a guest's request carries besides the cache key and the hooks' values differs between
+# these two: session contents, cookies, headers and query parameters outside the key.
+DISTINCT_GUEST = {
+    "cart_token": "distinct-guests-cart-token",
+    "badge": 731,
+    "cookies": {"theme": "distinct-guests-theme"},
+    "headers": {
+        "User-Agent": "DistinctGuestBrowser/1.0",
+        "Accept-Language": "tw-GH",
+        "Referer": "https://distinct-guest.example/came-from",
+    },
+    "query": "utm_source=distinct-guests-campaign",
+}
+PLAIN_GUEST: dict = {"cart_token": None, "badge": None, "cookies": {}, "headers": {}, "query": ""}
+
+
+async def _guest_client(app, guest: dict):
+    client = app.test_client()
+    if guest["badge"] is not None:
+        set_badge_cookie(client, guest["badge"])
+    for name, value in guest["cookies"].items():
+        client.set_cookie("localhost", name, value, path="/")
+    if guest["cart_token"]:
+        async with client.session_transaction() as browser_session:
+            browser_session[CART_TOKEN_KEY] = guest["cart_token"]
+    return client
+
+
+async def _guest_page(client, guest: dict, url: str) -> str:
+    if guest["query"]:
+        url += ("&" if "?" in url else "?") + guest["query"]
+    response = await client.get(url, headers=guest["headers"])
+    assert response.status_code == 200, url
+    return await response.get_data(as_text=True)
+
+
+async def test_a_shared_page_is_the_page_the_guest_would_get_rendered_alone(
+    app, add_category, add_product
+):
+    """Whoever filled the cache, a guest gets exactly what a render for their own request gives.
+
+    A template in a shared page that showed anything of the request outside the hooks (the
+    session, a cookie, a header, a query parameter outside the key, even only whether a value is
+    there) would show the guest who filled the cache, and this comparison would tell.
+    """
+    urls = await _shared_page_urls(add_category, add_product)
+    cache = page_cache_for(app)
+    renders = []
+
+    def record(_app, **kwargs):
+        renders.append(kwargs["template"])
+
+    template_rendered.connect(record, app)
+    for url in urls:
+        for filler, reader in ((DISTINCT_GUEST, PLAIN_GUEST), (PLAIN_GUEST, DISTINCT_GUEST)):
+            filler_client = await _guest_client(app, filler)
+            reader_client = await _guest_client(app, reader)
+            cache.enabled = True
+            cache.invalidate()
+            await _guest_page(filler_client, filler, url)
+            rendered = len(renders)
+            shared = await _guest_page(reader_client, reader, url)
+            assert len(renders) == rendered, f"{url}: the reader's page was not the shared one"
+            cache.enabled = False
+            cache.invalidate()
+            alone = await _guest_page(reader_client, reader, url)
+            assert len(renders) == rendered + 1
+            assert shared == alone, url
+    template_rendered.disconnect(record, app)
