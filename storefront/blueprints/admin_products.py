@@ -2,6 +2,7 @@
 (details checked field by field on blur, and again in full on save), and click-to-edit rows."""
 
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, abort, make_response, request, url_for
 
@@ -33,6 +34,7 @@ from storefront.services.product_form import (
     NEW_PRODUCT,
     FieldProblem,
     form_values,
+    is_ticked,
     parse_product_form,
 )
 from storefront.services.product_photos import MAX_PHOTOS_PER_PRODUCT, PhotoDirection, select_photos
@@ -89,7 +91,6 @@ async def render_product_page(
         product=product,
         values=values,
         problems=problems or {},
-        hints={},
         categories=await select_category_choices(session),
         photos=await select_photos(session, product.id) if product is not None else [],
         max_photos=MAX_PHOTOS_PER_PRODUCT,
@@ -130,7 +131,14 @@ async def products() -> Response:
     except InvalidProductFilter as problem:
         empty = ProductListPage(rows=[], page=1, has_next=False)
         return await _render_list(ProductFilters(), empty, 400, error=str(problem))
-    return await _render_list(filters, await select_product_list(get_session(), filters))
+    response = await _render_list(filters, await select_product_list(get_session(), filters))
+    if is_htmx():
+        # The address bar shows the filters in use, without the form's empty fields.
+        query = urlencode(filters.query_args())
+        response.headers["HX-Push-Url"] = url_for("admin_products.products") + (
+            "?" + query if query else ""
+        )
+    return response
 
 
 @blueprint.get("/admin/products/new")
@@ -143,7 +151,7 @@ async def new_product() -> Response:
 def _typed_values(form: Any, current: dict[str, str]) -> dict[str, str]:
     """The form's fields as typed, and the current value of any it left out."""
     values = {field: form.get(field, current[field]) for field in FORM_FIELDS}
-    values["is_active"] = "1" if form.get("is_active") else ""
+    values["is_active"] = "1" if is_ticked(form.get("is_active")) else ""
     return values
 
 

@@ -142,6 +142,11 @@ FIELD_CHECKS: dict[str, Callable[[str], Any]] = {
 }
 
 
+def is_ticked(raw: str | None) -> bool:
+    """Whether a checkbox's value says ticked ("1", as the form sends it)."""
+    return (raw or "").strip().lower() in TICKED
+
+
 def parse_product_form(
     form: Mapping[str, str], current: ProductDetails = NEW_PRODUCT
 ) -> tuple[ProductDetails, dict[str, str]]:
@@ -150,7 +155,7 @@ def parse_product_form(
     A field left out of the form keeps its `current` value (so a table row may post only the
     fields it shows); `is_active`, a checkbox, is "1" when ticked and not active when left out.
     """
-    changes: dict[str, Any] = {"is_active": form.get("is_active", "").strip().lower() in TICKED}
+    changes: dict[str, Any] = {"is_active": is_ticked(form.get("is_active"))}
     problems: dict[str, str] = {}
     for field, check in FIELD_CHECKS.items():
         raw = form.get(field)

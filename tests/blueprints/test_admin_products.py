@@ -110,9 +110,10 @@ async def test_the_list_searches_and_filters_by_category_and_status(
     assert 'hx-trigger="input changed delay:300ms from:#products-q' in page
     assert 'data-label="Stock"' in page and "<html" in page
 
-    fragment = await staff_client.get("/admin/products?q=kente", headers=HTMX)
+    fragment = await staff_client.get("/admin/products?q=kente&category=&status=", headers=HTMX)
     html = await text_of(fragment)
     assert fragment.status_code == 200 and fragment.headers["Vary"] == "HX-Request"
+    assert fragment.headers["HX-Push-Url"] == "/admin/products?q=kente"
     assert "<html" not in html and html.lstrip().startswith('<section id="products"')
     assert listed_names(html) == ["Kente Stole"]
     assert 'id="admin-status"' in html and 'hx-swap-oob="innerHTML"' in html
