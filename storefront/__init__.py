@@ -21,6 +21,8 @@ from storefront.blueprints import (
     admin,
     admin_audit,
     admin_emails,
+    admin_product_photos,
+    admin_products,
     admin_roles,
     api,
     cart,
@@ -100,6 +102,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         admin_audit,
         admin_emails,
         admin_roles,
+        admin_products,
+        admin_product_photos,
     ):
         app.register_blueprint(module.blueprint)
 

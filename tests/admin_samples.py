@@ -12,9 +12,11 @@ fresh dead email...) and returns the rule's arguments and the form that changes 
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from io import BytesIO
 from typing import Any
 
 import pytest
+from PIL import Image
 from quart import Quart
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,8 +24,10 @@ from werkzeug.datastructures import FileStorage
 
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.models import OutboxEmail, OutboxStatus, User
+from storefront.models import OutboxEmail, OutboxStatus, Product, ProductImage, User
 from storefront.services.outbox.queueing import queue_email
+from storefront.services.uploads import store_photo
+from storefront.web.uploads import upload_folder
 
 
 @dataclass
@@ -99,3 +103,72 @@ async def _send_test_email(context: SampleContext) -> ChangeSample:
 async def _change_user_role(context: SampleContext) -> ChangeSample:
     user: User = await context.fixture("make_user")()
     return ChangeSample({"user_id": user.id}, {"role": "staff"})
+
+
+def _png(colour: str) -> bytes:
+    buffer = BytesIO()
+    Image.new("RGB", (60, 40), colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def _product_with_photos(context: SampleContext, count: int) -> tuple[int, list[int]]:
+    """A fresh product with `count` stored photos (files and rows); its id and the photos' ids."""
+    product: Product = await context.fixture("add_product")()
+    photos = [
+        await store_photo(upload_folder(context.app), _png(colour), max_bytes=1024 * 1024)
+        for colour in ("teal", "orange", "navy")[:count]
+    ]
+    async with context.session() as session, write_transaction(session):
+        images = [
+            ProductImage(
+                product_id=product.id,
+                position=position,
+                card_filename=photo.card.name,
+                page_filename=photo.page.name,
+                width=photo.page.width,
+                height=photo.page.height,
+            )
+            for position, photo in enumerate(photos)
+        ]
+        session.add_all(images)
+    return product.id, [image.id for image in images]
+
+
+@change_sample("admin_products.add_product")
+async def _add_product(context: SampleContext) -> ChangeSample:
+    return ChangeSample(
+        form={
+            "name": f"Kente Stole {uuid.uuid4().hex[:6]}",
+            "price": "120.00",
+            "description": "Hand-woven in Bonwire.",
+            "is_active": "1",
+            "low_stock_threshold": "3",
+        }
+    )
+
+
+@change_sample("admin_products.update_product")
+async def _update_product(context: SampleContext) -> ChangeSample:
+    product: Product = await context.fixture("add_product")(price_minor=5_000)
+    return ChangeSample(
+        {"product_id": product.id}, {"name": product.name, "price": "55.50", "is_active": "1"}
+    )
+
+
+@change_sample("admin_product_photos.upload_photo")
+async def _upload_photo(context: SampleContext) -> ChangeSample:
+    product: Product = await context.fixture("add_product")()
+    image = FileStorage(BytesIO(_png("crimson")), filename="stole.png", content_type="image/png")
+    return ChangeSample({"product_id": product.id}, files={"image": image})
+
+
+@change_sample("admin_product_photos.move_photo")
+async def _move_photo(context: SampleContext) -> ChangeSample:
+    product_id, image_ids = await _product_with_photos(context, 2)
+    return ChangeSample({"product_id": product_id, "image_id": image_ids[1]}, {"direction": "up"})
+
+
+@change_sample("admin_product_photos.delete_photo")
+async def _delete_photo(context: SampleContext) -> ChangeSample:
+    product_id, image_ids = await _product_with_photos(context, 1)
+    return ChangeSample({"product_id": product_id, "image_id": image_ids[0]})

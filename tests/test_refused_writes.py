@@ -143,6 +143,53 @@ def refusals(shop: Shop) -> dict[str, list[Refusal]]:
         "/admin/test-email": [
             Refusal("/admin/test-email", form(("to", "not an address")), "address", owner=True)
         ],
+        # Refused inside the write (the category is checked there), and before it.
+        "/admin/products": [
+            Refusal(
+                "/admin/products",
+                form(("name", "Beads 2"), ("price", "12"), ("category_id", "424242")),
+                "That category is gone",
+                owner=True,
+            ),
+            Refusal(
+                "/admin/products",
+                form(("name", ""), ("price", "12")),
+                "Enter the product",
+                owner=True,
+            ),
+        ],
+        "/admin/products/<int:product_id>": [
+            Refusal(
+                f"/admin/products/{beads}",
+                form(("name", "Beads"), ("price", "500"), ("category_id", "424242")),
+                "That category is gone",
+                owner=True,
+            )
+        ],
+        "/admin/products/<int:product_id>/images": [
+            Refusal(
+                f"/admin/products/{beads}/images",
+                form(),
+                "Choose a photo to upload",
+                owner=True,
+            )
+        ],
+        "/admin/products/<int:product_id>/images/<int:image_id>/move": [
+            Refusal(
+                f"/admin/products/{beads}/images/424242/move",
+                form(("direction", "up")),
+                "has no photo #424242",
+                owner=True,
+            )
+        ],
+        "/admin/products/<int:product_id>/images/<int:image_id>/delete": [
+            Refusal(
+                f"/admin/products/{beads}/images/424242/delete",
+                form(),
+                "has no photo #424242",
+                owner=True,
+            )
+        ],
         "/admin/customers/<int:user_id>/role": [
             Refusal(
                 f"/admin/customers/{shop.owner.id}/role",

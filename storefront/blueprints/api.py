@@ -16,6 +16,7 @@ from storefront.web.cached_catalog import cached_categories, cached_product_page
 from storefront.web.page_cache import PageCache, fresh_page_cache, shared_json
 from storefront.web.settings import settings
 from storefront.web.static_files import asset_url
+from storefront.web.uploads import upload_url
 
 blueprint = Blueprint("api", __name__)
 
@@ -24,7 +25,10 @@ HTML_SAFE_JSON = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def _product_json(product: CatalogProduct, currency: str, base_url: str) -> dict[str, Any]:
-    image_url = asset_url(product.image)
+    if product.photos:
+        image_url = upload_url(product.photos[0].page_name)
+    else:
+        image_url = asset_url(product.image)
     if image_url.startswith("/"):
         image_url = base_url + image_url
     return {

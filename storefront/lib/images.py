@@ -77,8 +77,8 @@ def process_upload(
     MAX_UPLOAD_PIXELS."""
     if len(upload) > max_bytes:
         raise ImageRefused(
-            f"That file is {_megabytes(len(upload))}; a photo may be at most "
-            f"{_megabytes(max_bytes)}. Please choose a smaller one."
+            f"That file is {size_text(len(upload))}; a photo may be at most "
+            f"{size_text(max_bytes)}. Please choose a smaller one."
         )
     image = _open(upload, max_pixels)
     source_format = "JPEG" if image.format == "MPO" else str(image.format)
@@ -142,7 +142,8 @@ def _too_many_pixels(max_pixels: int) -> ImageRefused:
     )
 
 
-def _megabytes(size: int) -> str:
+def size_text(size: int) -> str:
+    """A file size as people read it: "293 KB", "8.0 MB"."""
     if size < 1024 * 1024:
         return f"{-(-size // 1024)} KB"
     return f"{size / (1024 * 1024):.1f} MB"
@@ -179,12 +180,21 @@ def _without_metadata(image: Image.Image) -> Image.Image:
     return image
 
 
-def _resized(image: Image.Image, max_width: int) -> Image.Image:
-    """Scaled down to fit `max_width` (and a height of MAX_HEIGHT_PER_WIDTH times it); never up."""
-    scale = min(1.0, max_width / image.width, max_width * MAX_HEIGHT_PER_WIDTH / image.height)
+def fitted_size(width: int, height: int, max_width: int) -> tuple[int, int]:
+    """The size a picture of width × height gets at `max_width`: scaled down to fit it (and a
+    height of MAX_HEIGHT_PER_WIDTH times it), never up. The card size of a stored page-size
+    photo is fitted_size(page width, page height, CARD_WIDTH)."""
+    scale = min(1.0, max_width / width, max_width * MAX_HEIGHT_PER_WIDTH / height)
     if scale >= 1.0:
+        return width, height
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _resized(image: Image.Image, max_width: int) -> Image.Image:
+    """Scaled down to fitted_size; the same image when it fits already."""
+    size = fitted_size(image.width, image.height, max_width)
+    if size == image.size:
         return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     resized = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     resized.info = {}
     return resized

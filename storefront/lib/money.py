@@ -53,6 +53,15 @@ def format_minor(amount_minor: int, currency: str = "GHS") -> str:
     return f"{sign}{symbol} {whole:,}.{fraction:02d}"
 
 
+def amount_as_typed(amount_minor: int) -> str:
+    """1234550 → "12345.50": an amount as a form field shows it, for parse_amount to read back."""
+    if not is_minor_units(amount_minor):
+        raise TypeError(f"amounts are int minor units, got {type(amount_minor).__name__}")
+    sign = "-" if amount_minor < 0 else ""
+    whole, fraction = divmod(abs(amount_minor), 100)
+    return f"{sign}{whole}.{fraction:02d}"
+
+
 def percent_discount_minor(subtotal_minor: int, basis_points: int) -> int:
     """Half-up rounding of subtotal × basis points / 10000."""
     return (subtotal_minor * basis_points + 5000) // 10000

@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from storefront.db.engine import dialect_name
-from storefront.models import CatalogVersion, Category, Product, Slider, utcnow
+from storefront.lib.images import CARD_WIDTH, fitted_size
+from storefront.models import CatalogVersion, Category, Product, ProductImage, Slider, utcnow
 
 LOW_STOCK_THRESHOLD = 5
 MAX_SEARCH_LENGTH = 100
@@ -32,8 +33,27 @@ _local_catalog_changes = 0
 
 
 @dataclass(frozen=True, slots=True)
+class CatalogPhoto:
+    """An uploaded photo's two files (names under UPLOAD_FOLDER) and their sizes in pixels."""
+
+    card_name: str
+    page_name: str
+    width: int  # of the page-size file
+    height: int
+
+    @property
+    def card_size(self) -> tuple[int, int]:
+        return fitted_size(self.width, self.height, CARD_WIDTH)
+
+    @classmethod
+    def of(cls, image: ProductImage) -> "CatalogPhoto":
+        return cls(image.card_filename, image.page_filename, image.width, image.height)
+
+
+@dataclass(frozen=True, slots=True)
 class CatalogProduct:
-    """A product as shown to shoppers: plain values, safe to cache and share between requests."""
+    """A product as shown to shoppers: plain values, safe to cache and share between requests.
+    `photos` in the back office's order; a listing carries the first only."""
 
     id: int
     slug: str
@@ -43,6 +63,7 @@ class CatalogProduct:
     stock: int
     image: str
     category_id: int | None
+    photos: tuple[CatalogPhoto, ...] = ()
 
     @property
     def stock_state(self) -> str:
@@ -142,7 +163,7 @@ def parse_listing_query(
     return ListingQuery(search=search, category_slug=category_slug, page=page, per_page=per_page)
 
 
-def _catalog_product(product: Product) -> CatalogProduct:
+def _catalog_product(product: Product, photos: tuple[CatalogPhoto, ...] = ()) -> CatalogProduct:
     return CatalogProduct(
         id=product.id,
         slug=product.slug,
@@ -152,6 +173,7 @@ def _catalog_product(product: Product) -> CatalogProduct:
         stock=product.stock,
         image=product.image or "",
         category_id=product.category_id,
+        photos=photos,
     )
 
 
@@ -195,21 +217,43 @@ async def select_product_page(
         if not clamp:
             return ProductPage(items=(), total=total, page=page, pages=pages, per_page=per_page)
         page = pages
-    rows = await session.scalars(
-        filtered.order_by(Product.created_at.desc(), Product.id.desc())
+    first_photo_id = (
+        select(ProductImage.id)
+        .where(ProductImage.product_id == Product.id)
+        .order_by(ProductImage.position, ProductImage.id)
+        .limit(1)
+        .correlate(Product)
+        .scalar_subquery()
+    )
+    rows = await session.execute(
+        filtered.add_columns(ProductImage)
+        .outerjoin(ProductImage, ProductImage.id == first_photo_id)
+        .order_by(Product.created_at.desc(), Product.id.desc())
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
-    items = tuple(_catalog_product(product) for product in rows)
+    items = tuple(
+        _catalog_product(product, (CatalogPhoto.of(photo),) if photo is not None else ())
+        for product, photo in rows
+    )
     return ProductPage(items=items, total=total, page=page, pages=pages, per_page=per_page)
 
 
 async def select_active_product(session: AsyncSession, slug: str) -> CatalogProduct | None:
-    """The active product with this slug, or None (unknown and inactive look the same)."""
-    product = await session.scalar(
-        select(Product).where(Product.slug == slug, Product.is_active.is_(True))
-    )
-    return _catalog_product(product) if product is not None else None
+    """The active product with this slug and all its photos, or None (unknown and inactive look
+    the same)."""
+    rows = (
+        await session.execute(
+            select(Product, ProductImage)
+            .outerjoin(ProductImage, ProductImage.product_id == Product.id)
+            .where(Product.slug == slug, Product.is_active.is_(True))
+            .order_by(ProductImage.position, ProductImage.id)
+        )
+    ).all()
+    if not rows:
+        return None
+    photos = tuple(CatalogPhoto.of(photo) for _, photo in rows if photo is not None)
+    return _catalog_product(rows[0][0], photos)
 
 
 async def select_active_sliders(session: AsyncSession) -> tuple[CatalogSlide, ...]:

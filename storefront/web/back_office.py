@@ -25,6 +25,7 @@ class NavLink:
 # to roles its view admits (its `requires`).
 BACK_OFFICE_NAV = (
     NavLink("admin.index", "Dashboard"),
+    NavLink("admin_products.products", "Products"),
     NavLink("admin_audit.audit_log", "Audit"),
     NavLink("admin_emails.emails", "Emails"),
     NavLink("admin_roles.staff", "Staff"),

@@ -24,6 +24,7 @@ def _product_size(product: CatalogProduct) -> int:
         + len(product.description)
         + len(product.slug)
         + len(product.image)
+        + _ROW_OVERHEAD_BYTES * len(product.photos)
     )
 
 

@@ -16,6 +16,7 @@ from storefront.lib.images import (
     PAGE_WIDTH,
     EncodedImage,
     ImageRefused,
+    fitted_size,
     process_upload,
 )
 
@@ -277,3 +278,14 @@ def test_an_animated_image_is_refused(image_format: str) -> None:
 
     with pytest.raises(ImageRefused, match="animated image"):
         process_upload(upload)
+
+
+@pytest.mark.parametrize(
+    "size", [(1600, 1000), (900, 1800), (1000, 20000), (300, 200), (401, 3), (1, 5000)]
+)
+def test_the_card_size_follows_from_the_page_size_alone(size: tuple[int, int]) -> None:
+    photo = process_upload(encoded(Image.new("RGB", size, "teal"), "PNG"))
+
+    page = (photo.page.width, photo.page.height)
+    assert fitted_size(*size, PAGE_WIDTH) == page
+    assert fitted_size(*page, CARD_WIDTH) == (photo.card.width, photo.card.height)

@@ -5,6 +5,7 @@ import pytest
 from storefront.lib.money import (
     MAX_AMOUNT_MINOR,
     InvalidAmount,
+    amount_as_typed,
     format_minor,
     parse_amount,
     percent_discount_minor,
@@ -120,3 +121,13 @@ def test_format_refuses_non_integers(value):
 )
 def test_percent_discount_rounds_half_up(subtotal_minor, basis_points, discount_minor):
     assert percent_discount_minor(subtotal_minor, basis_points) == discount_minor
+
+
+@pytest.mark.parametrize(
+    ("amount_minor", "typed"),
+    [(0, "0.00"), (5, "0.05"), (12_050, "120.50"), (123_456_789, "1234567.89"), (-250, "-2.50")],
+)
+def test_an_amount_as_a_form_shows_it_reads_back_the_same(amount_minor, typed):
+    assert amount_as_typed(amount_minor) == typed
+    if amount_minor >= 0:
+        assert parse_amount(typed) == amount_minor
