@@ -22,8 +22,9 @@ MAX_PAGE_DIGITS = 9
 MAX_CATEGORY_SLUG_LENGTH = 80
 _DIGITS = re.compile(r"[0-9]+")
 CATALOG_VERSION_ROW_ID = 1
+# Stock is not among them: it changes only through services/stock.py, with its movement.
 EDITABLE_PRODUCT_FIELDS = frozenset(
-    {"name", "slug", "description", "price_minor", "stock", "image", "category_id", "is_active"}
+    {"name", "slug", "description", "price_minor", "image", "category_id", "is_active"}
 )
 
 # Commits of catalog changes made by this process; the page cache re-reads the version at once
