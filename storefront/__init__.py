@@ -20,8 +20,11 @@ from storefront.blueprints import (
     account,
     admin,
     admin_audit,
+    admin_categories,
+    admin_coupons,
     admin_emails,
     admin_roles,
+    admin_stock,
     api,
     cart,
     checkout,
@@ -100,6 +103,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         admin_audit,
         admin_emails,
         admin_roles,
+        admin_stock,
+        admin_categories,
+        admin_coupons,
     ):
         app.register_blueprint(module.blueprint)
 

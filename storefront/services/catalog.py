@@ -231,8 +231,13 @@ async def select_active_sliders(session: AsyncSession) -> tuple[CatalogSlide, ..
 
 
 async def select_categories(session: AsyncSession) -> tuple[CatalogCategory, ...]:
-    """Every category in the admin's order, for the filter links and slug lookups."""
-    rows = await session.scalars(select(Category).order_by(Category.position, Category.name))
+    """Active categories in the admin's order, for the filter links and slug lookups (a
+    deactivated category is hidden from the shop; its products stay on sale)."""
+    rows = await session.scalars(
+        select(Category)
+        .where(Category.is_active.is_(True))
+        .order_by(Category.position, Category.name, Category.id)
+    )
     return tuple(CatalogCategory(id=row.id, slug=row.slug, name=row.name) for row in rows)
 
 

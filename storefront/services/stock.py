@@ -15,6 +15,8 @@ from sqlalchemy.orm.util import identity_key
 
 from storefront.models import Order, OrderLine, Product, StockMovement, User, utcnow
 from storefront.models.stock import StockMovementKind
+from storefront.services.audit import RecordRef, record_change
+from storefront.services.catalog import bump_catalog_version
 
 # products.stock is a 32-bit INTEGER on PostgreSQL: a change past it is refused, not a 500.
 MAX_STOCK = 2**31 - 1
@@ -177,6 +179,26 @@ async def move_stock(
     )
     _show_stock(session, product_id, moved.stock)
     return int(moved.stock)
+
+
+async def adjust_stock(
+    session: AsyncSession, actor: User, product_id: int, change: int, reason: str
+) -> int:
+    """A count corrected by hand in the back office: the movement, its audit row and a catalog
+    bump (the shop shows stock), in the caller's audited write; the stock after it."""
+    stock = await move_stock(
+        session, product_id, change, StockMovementKind.ADJUSTMENT, reason=reason, actor=actor
+    )
+    await record_change(
+        session,
+        actor,
+        "product.stock",
+        RecordRef("product", product_id),
+        {"stock": stock - change},
+        {"stock": stock, "change": change, "reason": reason},
+    )
+    await bump_catalog_version(session)
+    return stock
 
 
 async def receive_stock(

@@ -25,6 +25,8 @@ class NavLink:
 # to roles its view admits (its `requires`).
 BACK_OFFICE_NAV = (
     NavLink("admin.index", "Dashboard"),
+    NavLink("admin_categories.categories", "Categories"),
+    NavLink("admin_coupons.coupons", "Coupons"),
     NavLink("admin_audit.audit_log", "Audit"),
     NavLink("admin_emails.emails", "Emails"),
     NavLink("admin_roles.staff", "Staff"),
