@@ -23,6 +23,7 @@ from storefront.models.coupon import CouponKind
 from storefront.services.audit import audited_write
 from storefront.services.coupon_editing import (
     MONEY_FIELDS,
+    BrokenCouponRule,
     CouponRefused,
     OwnerOnlyField,
     UnknownCoupon,
@@ -176,7 +177,7 @@ async def create() -> Response:
             coupon = await create_coupon(session, await _actor(), parsed.values)
     except CouponRefused as refusal:
         parsed.errors.update(_field_errors(refusal))
-        return await _render_list(status=409, error=str(refusal), new_coupon=parsed)
+        return await _render_list(status=_status(refusal), error=str(refusal), new_coupon=parsed)
     notice = f"Coupon {coupon.code} added: {describe_value(coupon.kind, coupon.value)} off."
     return await answer_change(notice, LIST_URL, lambda: _render_list(notice=notice))
 
@@ -213,7 +214,11 @@ async def update(coupon_id: int) -> Response:
         return await _render_editor(coupon_id, 403, error=str(refusal), typed=typed)
     except CouponRefused as refusal:
         return await _render_editor(
-            coupon_id, 409, error=str(refusal), typed=typed, field_errors=_field_errors(refusal)
+            coupon_id,
+            _status(refusal),
+            error=str(refusal),
+            typed=typed,
+            field_errors=_field_errors(refusal),
         )
     notice = f"Coupon {coupon.code} saved."
     return await answer_change(
@@ -240,6 +245,11 @@ async def end(coupon_id: int) -> Response:
 def _summary(parsed: CouponForm) -> str:
     count = len(parsed.errors)
     return "Check the field marked below." if count == 1 else f"Check the {count} fields below."
+
+
+def _status(refusal: CouponRefused) -> int:
+    """422 for values that break a rule, 409 for a conflict with the coupon as it is."""
+    return 422 if isinstance(refusal, BrokenCouponRule) else 409
 
 
 def _field_errors(refusal: CouponRefused) -> dict[str, str]:

@@ -46,6 +46,10 @@ class CouponRefused(Exception):
         super().__init__(message)
 
 
+class BrokenCouponRule(CouponRefused):
+    """The values break a rule between fields (a percent above 100, an end before the start)."""
+
+
 class UnknownCoupon(CouponRefused):
     def __init__(self) -> None:
         super().__init__("There is no such coupon.")
@@ -106,12 +110,12 @@ def check_coupon_rules(values: Mapping[str, Any]) -> None:
     a fixed amount above 0, a window that ends after it starts."""
     if values["kind"] == CouponKind.PERCENT:
         if not PERCENT_MIN_BP <= values["value"] <= PERCENT_MAX_BP:
-            raise CouponRefused("A percent coupon takes off from 1 to 100 %.", "value")
+            raise BrokenCouponRule("A percent coupon takes off from 1 to 100 %.", "value")
     elif values["value"] <= 0:
-        raise CouponRefused("A fixed coupon takes off more than GH₵ 0.00.", "value")
+        raise BrokenCouponRule("A fixed coupon takes off more than GH₵ 0.00.", "value")
     starts_at, ends_at = values["starts_at"], values["ends_at"]
     if starts_at is not None and ends_at is not None and ends_at <= starts_at:
-        raise CouponRefused("The coupon must end after it starts.", "ends_at")
+        raise BrokenCouponRule("The coupon must end after it starts.", "ends_at")
 
 
 def _code_taken(code: str) -> CouponRefused:
