@@ -68,10 +68,12 @@ async def categories() -> Response:
     return await _render_list(editing_id=_edit_id(request.args.get("edit")))
 
 
-@blueprint.get("/admin/categories/check")
+@blueprint.get("/admin/categories/check/<field>")
 @staff_required
-async def check_name() -> Response:
-    """Inline validation of a category `name` (on blur): the message, or nothing."""
+async def check_field(field: str) -> Response:
+    """Inline validation of a category's `name` (on blur): the message, or nothing."""
+    if field != "name":
+        abort(404, "Only a category's name is checked here.")
     message = ""
     try:
         name = clean_name(request.args.get("name"))

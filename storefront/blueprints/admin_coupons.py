@@ -134,11 +134,10 @@ async def coupons() -> Response:
     return await _render_list(block, search=search)
 
 
-@blueprint.get("/admin/coupons/check")
+@blueprint.get("/admin/coupons/check/<field>")
 @staff_required
-async def check_field() -> Response:
+async def check_field(field: str) -> Response:
     """Inline validation (on blur) of a coupon form's `code` or `value` (read by `kind`)."""
-    field = request.args.get("field") or ""
     prefix = "coupon-new" if request.args.get("form") != "edit" else "coupon-edit"
     coupon_id = request.args.get("id") or ""
     message = ""
@@ -155,7 +154,7 @@ async def check_field() -> Response:
             known = kind if kind in tuple(CouponKind) else None
             parse_value(request.args.get("value") or "", known)
         else:
-            abort(400, "Check the field code or value.")
+            abort(404, "Only a coupon's code and value are checked here.")
     except InvalidField as invalid:
         message = str(invalid)
     return Response(

@@ -103,7 +103,9 @@ async def test_inline_validation_of_the_name(client, sign_in, staff, add_categor
         ({"name": ""}, "Give the category a name."),
         ({"name": "Fashion"}, ""),
     ):
-        response = await client.get("/admin/categories/check", query_string=query, headers=HTMX)
+        response = await client.get(
+            "/admin/categories/check/name", query_string=query, headers=HTMX
+        )
         html = await response.get_data(as_text=True)
         assert response.status_code == 200 and message in html
         expected_id = f"category-{query['id']}-name-error" if "id" in query else "category-name"

@@ -263,27 +263,25 @@ async def test_search_by_code_answers_the_table_only_for_htmx(client, sign_in, s
 async def test_inline_validation_of_code_and_value(client, sign_in, owner, make_coupon):
     existing = await make_coupon("TAKEN")
     sign_in(client, owner)
-    for query, error_id, message in (
-        ({"field": "code", "code": "taken"}, "coupon-new-code-error", "already a coupon"),
+    for field, query, error_id, message in (
+        ("code", {"code": "taken"}, "coupon-new-code-error", "already a coupon"),
         (
-            {"field": "code", "code": "TAKEN", "form": "edit", "id": str(existing.id)},
+            "code",
+            {"code": "TAKEN", "form": "edit", "id": str(existing.id)},
             "coupon-edit-code-error",
             "",
         ),
-        ({"field": "code", "code": "a b"}, "coupon-new-code-error", "letters, digits"),
-        (
-            {"field": "value", "value": "150", "kind": "percent"},
-            "coupon-new-value-error",
-            "1 to 100",
-        ),
-        ({"field": "value", "value": "150", "kind": "fixed"}, "coupon-new-value-error", ""),
+        ("code", {"code": "a b"}, "coupon-new-code-error", "letters, digits"),
+        ("value", {"value": "150", "kind": "percent"}, "coupon-new-value-error", "1 to 100"),
+        ("value", {"value": "150", "kind": "fixed"}, "coupon-new-value-error", ""),
     ):
-        response = await client.get("/admin/coupons/check", query_string=query, headers=HTMX)
+        response = await client.get(
+            f"/admin/coupons/check/{field}", query_string=query, headers=HTMX
+        )
         html = await response.get_data(as_text=True)
         assert response.status_code == 200
         assert html.startswith(f'<p id="{error_id}"') and message in html
-    bad = await client.get("/admin/coupons/check", query_string={"field": "csrf_token"})
-    assert bad.status_code == 400
+    assert (await client.get("/admin/coupons/check/csrf_token")).status_code == 404
 
 
 @pytest.mark.parametrize("started_after", [0, 4])
