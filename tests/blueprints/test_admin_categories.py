@@ -5,12 +5,17 @@ follows at once; refusals change nothing."""
 import asyncio
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from storefront.db.engine import sessionmaker_for
-from storefront.models import AuditEntry, Category
+from storefront.models import AuditEntry, Category, Product
 from storefront.services.audit import audited_write
-from storefront.services.categories import move_category, slug_for
+from storefront.services.categories import (
+    CategoryRefused,
+    delete_category,
+    move_category,
+    slug_for,
+)
 from tests.conftest import CSRF_TOKEN
 from tests.test_admin_policy import database_rows
 
@@ -237,3 +242,30 @@ async def test_only_an_empty_category_can_be_deleted(
     [(action, before_values, after_values)] = await audit_actions(app)
     assert action == "category.delete" and after_values is None
     assert before_values["name"] == "Empty"
+
+
+async def test_a_product_put_in_a_category_being_deleted_is_never_left_without_it(
+    app, make_user, add_category, add_product
+):
+    """Deleting a category while a product is added to it: either the delete is refused (the
+    product came first) or the product is refused (the category was gone); never a product
+    whose category silently became empty (the foreign key's ON DELETE SET NULL)."""
+    owner = await make_user(role="owner")
+    for attempt in range(5):
+        category = await add_category(f"Racing {attempt}")
+
+        async def delete(category_id: int) -> None:
+            async with sessionmaker_for(app)() as session, audited_write(session):
+                await delete_category(session, owner, category_id)
+
+        deleted, added = await asyncio.gather(
+            delete(category.id), add_product(category=category), return_exceptions=True
+        )
+        async with sessionmaker_for(app)() as session:
+            still_there = await session.get(Category, category.id) is not None
+            orphans = await session.scalar(
+                select(func.count()).select_from(Product).where(Product.category_id.is_(None))
+            )
+        assert orphans == 0
+        assert still_there == isinstance(deleted, CategoryRefused)
+        assert isinstance(added, Product) == still_there
