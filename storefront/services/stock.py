@@ -18,6 +18,7 @@ from storefront.models.stock import StockMovementKind
 from storefront.services.audit import RecordRef, record_change
 from storefront.services.catalog import bump_catalog_version
 
+MOVE_ATTEMPTS = 3
 # products.stock is a 32-bit INTEGER on PostgreSQL: a change past it is refused, not a 500.
 MAX_STOCK = 2**31 - 1
 
@@ -156,10 +157,13 @@ async def move_stock(
     now = now or utcnow()
     await session.flush()  # as the ORM would before an UPDATE: pending rows (a new product) first
     connection = await session.connection()
-    moved = (
-        await connection.execute(_MOVE_STOCK, {"product_id": product_id, "change": change})
-    ).one_or_none()
-    if moved is None:
+    moved = None
+    for attempt in range(1, MOVE_ATTEMPTS + 1):
+        moved = (
+            await connection.execute(_MOVE_STOCK, {"product_id": product_id, "change": change})
+        ).one_or_none()
+        if moved is not None:
+            break
         product = (
             await session.execute(
                 select(Product.name, Product.stock).where(Product.id == product_id)
@@ -171,7 +175,11 @@ async def move_stock(
             raise NotEnoughStock(product.name, product.stock, change)
         if product.stock + change > MAX_STOCK:
             raise TooMuchStock(product.name, product.stock, change)
-        raise StockRefused(f"The stock of {product.name} changed meanwhile; try again.")
+        # PostgreSQL: a release or refund committed between the update and this read, and the
+        # change fits now; try the conditional update again.
+        if attempt == MOVE_ATTEMPTS:
+            raise StockRefused(f"The stock of {product.name} kept changing; try again.")
+    assert moved is not None
     actor_id = actor.id if actor is not None else None
     await connection.execute(
         _INSERT_MOVEMENTS,

@@ -26,6 +26,7 @@ from storefront.services.orders import refund_order_to_wallet
 from storefront.services.stock import (
     MAX_STOCK,
     NotEnoughStock,
+    StockRefused,
     TooMuchStock,
     UnknownProduct,
     adjust_stock,
@@ -222,7 +223,7 @@ async def _adjust(app, actor: User, product: Product, change: int) -> bool:
         try:
             async with audited_write(own):
                 await adjust_stock(own, actor, product.id, change, "Shelf count")
-        except NotEnoughStock:
+        except StockRefused:  # not enough, or (rarely) the stock kept changing under it
             return False
     return True
 
