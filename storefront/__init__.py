@@ -20,10 +20,13 @@ from storefront.blueprints import (
     account,
     admin,
     admin_audit,
+    admin_categories,
+    admin_coupons,
     admin_emails,
     admin_product_photos,
     admin_products,
     admin_roles,
+    admin_stock,
     api,
     cart,
     checkout,
@@ -104,6 +107,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
         admin_roles,
         admin_products,
         admin_product_photos,
+        admin_stock,
+        admin_categories,
+        admin_coupons,
     ):
         app.register_blueprint(module.blueprint)
 

@@ -14,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storefront.models import Category, Coupon, Product, Slider
 from storefront.models.coupon import CouponKind
 from storefront.services.catalog import bump_catalog_version
+from storefront.services.stock import receive_stock
+
+DEMO_STOCK_REASON = "Demo shop: opening stock"
 
 
 @dataclass(frozen=True)
@@ -318,23 +321,24 @@ async def seed_demo(session: AsyncSession) -> SeedReport:
     await session.flush()
 
     existing_product_slugs = set(await session.scalars(select(Product.slug)))
-    added_products = 0
+    added: list[tuple[Product, int]] = []
     for demo_product in DEMO_PRODUCTS:
         if demo_product.slug in existing_product_slugs:
             continue
-        session.add(
-            Product(
-                slug=demo_product.slug,
-                name=demo_product.name,
-                description=demo_product.description,
-                price_minor=demo_product.price_minor,
-                stock=demo_product.stock,
-                image=demo_product.image,
-                category_id=existing_categories[demo_product.category_slug].id,
-                is_active=True,
-            )
+        product = Product(
+            slug=demo_product.slug,
+            name=demo_product.name,
+            description=demo_product.description,
+            price_minor=demo_product.price_minor,
+            image=demo_product.image,
+            category_id=existing_categories[demo_product.category_slug].id,
+            is_active=True,
         )
-        added_products += 1
+        session.add(product)
+        added.append((product, demo_product.stock))
+    await session.flush()
+    await receive_stock(session, {product.id: stock for product, stock in added}, DEMO_STOCK_REASON)
+    added_products = len(added)
 
     existing_slider_titles = set(await session.scalars(select(Slider.title)))
     added_sliders = 0

@@ -172,3 +172,61 @@ async def _move_photo(context: SampleContext) -> ChangeSample:
 async def _delete_photo(context: SampleContext) -> ChangeSample:
     product_id, image_ids = await _product_with_photos(context, 1)
     return ChangeSample({"product_id": product_id, "image_id": image_ids[0]})
+
+
+@change_sample("admin_stock.adjust")
+async def _adjust_stock(context: SampleContext) -> ChangeSample:
+    product = await context.fixture("add_product")(stock=5)
+    return ChangeSample({"product_id": product.id}, {"change": "-2", "reason": "Counted"})
+
+
+@change_sample("admin_categories.create")
+async def _create_category(context: SampleContext) -> ChangeSample:
+    return ChangeSample(form={"name": f"Sample {uuid.uuid4().hex[:8]}"})
+
+
+@change_sample("admin_categories.update")
+async def _update_category(context: SampleContext) -> ChangeSample:
+    category = await context.fixture("add_category")("Renamed soon")
+    return ChangeSample({"category_id": category.id}, {"name": f"Renamed {uuid.uuid4().hex[:8]}"})
+
+
+@change_sample("admin_categories.move")
+async def _move_category(context: SampleContext) -> ChangeSample:
+    category = await context.fixture("add_category")("Moved up", position=10**6)
+    return ChangeSample({"category_id": category.id}, {"direction": "up"})
+
+
+@change_sample("admin_categories.delete")
+async def _delete_category(context: SampleContext) -> ChangeSample:
+    category = await context.fixture("add_category")("Deleted soon")
+    return ChangeSample({"category_id": category.id})
+
+
+@change_sample("admin_coupons.create")
+async def _create_coupon(context: SampleContext) -> ChangeSample:
+    return ChangeSample(
+        form={
+            "code": f"NEW{uuid.uuid4().hex[:8]}",
+            "kind": "percent",
+            "value": "10",
+            "min_subtotal": "50.00",
+            "starts_at": "2026-01-01T00:00",
+            "ends_at": "",
+            "max_uses": "100",
+            "max_uses_per_customer": "1",
+            "is_active": "1",
+        }
+    )
+
+
+@change_sample("admin_coupons.update")
+async def _update_coupon(context: SampleContext) -> ChangeSample:
+    coupon = await context.fixture("make_coupon")(kind="fixed", value=2_000)
+    return ChangeSample({"coupon_id": coupon.id}, {"max_uses": "50", "is_active": "1"})
+
+
+@change_sample("admin_coupons.end")
+async def _end_coupon(context: SampleContext) -> ChangeSample:
+    coupon = await context.fixture("make_coupon")(kind="percent", value=1_000)
+    return ChangeSample({"coupon_id": coupon.id})

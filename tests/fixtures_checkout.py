@@ -24,6 +24,8 @@ from storefront.models import (
     Wallet,
     WalletEntry,
 )
+from storefront.services.stock import receive_stock
+from tests.fixtures_shop import TEST_STOCK_REASON
 
 CHECKOUT_PHONE = "024 123 4567"
 CHECKOUT_ADDRESS = "12 Oxford Street, Osu, Accra"
@@ -48,7 +50,7 @@ def checkout_form(total_minor: int | None = None, **fields: str) -> dict[str, st
 
 @pytest.fixture(name="make_product")
 def _make_product(app: Quart) -> Callable[..., Awaitable[Product]]:
-    """Insert a product, committed."""
+    """Insert a product, committed, its stock received as a restock movement."""
 
     async def make(
         name: str | None = None,
@@ -63,11 +65,12 @@ def _make_product(app: Quart) -> Callable[..., Awaitable[Product]]:
                 name=name or slug.replace("-", " ").title(),
                 description="",
                 price_minor=price_minor,
-                stock=stock,
                 image="",
                 is_active=is_active,
             )
             db_session.add(product)
+            await db_session.flush()
+            await receive_stock(db_session, {product.id: stock}, TEST_STOCK_REASON)
         return product
 
     return make

@@ -1,5 +1,6 @@
 """Fixtures for the shop tests: catalog rows written the way the back office writes them (each in
-its own transaction, bumping the catalog version), and a counter of SQL statements."""
+its own transaction, bumping the catalog version, stock received as movements), and a counter of
+SQL statements."""
 
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -14,7 +15,12 @@ from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
 from storefront.models import Category, Product, Slider
 from storefront.services.catalog import bump_catalog_version
+from storefront.services.stock import receive_stock
 from storefront.web.cart_badge import BADGE_COOKIE
+
+# Products made by the fixtures get their stock as a restock movement, as the shop would: so
+# stock = the sum of movements holds in every test's database.
+TEST_STOCK_REASON = "Test stock"
 
 
 @pytest.fixture(name="add_category")
@@ -56,12 +62,13 @@ def _add_product(app: Quart) -> Callable[..., Awaitable[Product]]:
                 name=name or slug.replace("-", " ").title(),
                 description=description,
                 price_minor=price_minor,
-                stock=stock,
                 image=image,
                 category_id=category.id if category else None,
                 is_active=is_active,
             )
             db_session.add(product)
+            await db_session.flush()
+            await receive_stock(db_session, {product.id: stock}, TEST_STOCK_REASON)
             await bump_catalog_version(db_session)
         return product
 
@@ -80,7 +87,6 @@ def _add_products(app: Quart) -> Callable[..., Awaitable[list[Product]]]:
                     name=f"{prefix} {number:03d}",
                     description=fields.get("description", ""),
                     price_minor=fields.get("price_minor", 1_000 + number),
-                    stock=fields.get("stock", 10),
                     image="",
                     category_id=fields.get("category_id"),
                     is_active=True,
@@ -88,6 +94,11 @@ def _add_products(app: Quart) -> Callable[..., Awaitable[list[Product]]]:
                 for number in range(1, count + 1)
             ]
             db_session.add_all(products)
+            await db_session.flush()
+            stock = fields.get("stock", 10)
+            await receive_stock(
+                db_session, {product.id: stock for product in products}, TEST_STOCK_REASON
+            )
             await bump_catalog_version(db_session)
         return products
 

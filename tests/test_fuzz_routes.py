@@ -54,6 +54,20 @@ FIELDS = (
     "reference",
     "trxref",
     "token",
+    "change",
+    "kind",
+    "value",
+    "min_subtotal",
+    "starts_at",
+    "ends_at",
+    "max_uses",
+    "max_uses_per_customer",
+    "is_active",
+    "direction",
+    "before",
+    "edit",
+    "form",
+    "id",
 )
 HOSTILE_VALUES = (
     "",
@@ -163,9 +177,17 @@ async def fuzz(app: Quart, client: QuartClient, label: str) -> list[str]:
 
 
 async def test_hostile_values_on_every_route_never_give_a_5xx(
-    app: Quart, make_user: Any, make_product: Any, fill_cart: Any
+    app: Quart,
+    make_user: Any,
+    make_product: Any,
+    fill_cart: Any,
+    add_category: Any,
+    make_coupon: Any,
 ) -> None:
     product: Product = await make_product(stock=5)
+    # Id 1 of each, so that the sample URLs (/admin/categories/1...) reach their forms.
+    await add_category("Fuzzed")
+    await make_coupon("FUZZED")
     shopper = await make_user(balance_minor=1_000_000)
     owner = await make_user(role="owner")
     failures: list[str] = []

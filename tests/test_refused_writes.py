@@ -198,6 +198,48 @@ def refusals(shop: Shop) -> dict[str, list[Refusal]]:
                 owner=True,
             )
         ],
+        "/admin/products/<int:product_id>/stock": [
+            Refusal(
+                f"/admin/products/{beads}/stock",
+                form(("change", "-9"), ("reason", "Counted")),
+                "would leave -4. Nothing changed.",
+                owner=True,
+            )
+        ],
+        "/admin/categories": [
+            Refusal("/admin/categories", form(("name", " ")), "Give the category a name", True)
+        ],
+        "/admin/categories/<int:category_id>": [
+            Refusal("/admin/categories/424242", form(("name", "Gone")), "no such category", True)
+        ],
+        "/admin/categories/<int:category_id>/move": [
+            Refusal(
+                "/admin/categories/424242/move", form(("direction", "up")), "no such category", True
+            )
+        ],
+        "/admin/categories/<int:category_id>/delete": [
+            Refusal("/admin/categories/424242/delete", form(), "no such category", owner=True)
+        ],
+        "/admin/coupons": [
+            Refusal(
+                "/admin/coupons",
+                form(
+                    ("code", "BACKWARDS"),
+                    ("kind", "percent"),
+                    ("value", "10"),
+                    ("starts_at", "2026-12-02T00:00"),
+                    ("ends_at", "2026-12-01T00:00"),
+                ),
+                "must end after it starts",
+                owner=True,
+            )
+        ],
+        "/admin/coupons/<int:coupon_id>": [
+            Refusal("/admin/coupons/424242", form(("max_uses", "5")), "no such coupon", True)
+        ],
+        "/admin/coupons/<int:coupon_id>/end": [
+            Refusal("/admin/coupons/424242/end", form(), "no such coupon", owner=True)
+        ],
     }
 
 

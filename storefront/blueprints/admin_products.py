@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 from quart import Blueprint, Response, abort, make_response, request, url_for
 
+from storefront.blueprints.admin_stock import stock_panel_context
 from storefront.db.engine import get_session
 from storefront.lib.images import size_text
 from storefront.lib.money import format_minor
@@ -82,6 +83,10 @@ async def render_product_page(
         values = form_values(NEW_PRODUCT if product is None else details_of(product))
     context.setdefault("focus", "")
     context.setdefault("photo_problem", "")
+    if product is not None:
+        for name, value in (await stock_panel_context(session, product)).items():
+            if name != "product":
+                context.setdefault(name, value)
     return await render_back_office(
         "admin/products/edit.html",
         block,

@@ -23,8 +23,9 @@ MAX_PAGE_DIGITS = 9
 MAX_CATEGORY_SLUG_LENGTH = 80
 _DIGITS = re.compile(r"[0-9]+")
 CATALOG_VERSION_ROW_ID = 1
+# Stock is not among them: it changes only through services/stock.py, with its movement.
 EDITABLE_PRODUCT_FIELDS = frozenset(
-    {"name", "slug", "description", "price_minor", "stock", "image", "category_id", "is_active"}
+    {"name", "slug", "description", "price_minor", "image", "category_id", "is_active"}
 )
 
 # Commits of catalog changes made by this process; the page cache re-reads the version at once
@@ -274,8 +275,13 @@ async def select_active_sliders(session: AsyncSession) -> tuple[CatalogSlide, ..
 
 
 async def select_categories(session: AsyncSession) -> tuple[CatalogCategory, ...]:
-    """Every category in the admin's order, for the filter links and slug lookups."""
-    rows = await session.scalars(select(Category).order_by(Category.position, Category.name))
+    """Active categories in the admin's order, for the filter links and slug lookups (a
+    deactivated category is hidden from the shop; its products stay on sale)."""
+    rows = await session.scalars(
+        select(Category)
+        .where(Category.is_active.is_(True))
+        .order_by(Category.position, Category.name, Category.id)
+    )
     return tuple(CatalogCategory(id=row.id, slug=row.slug, name=row.name) for row in rows)
 
 

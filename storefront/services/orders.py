@@ -11,9 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
-from storefront.models import Order, OrderLine, Product, utcnow
+from storefront.models import Order, OrderLine, utcnow
 from storefront.models.order import OrderStatus
+from storefront.models.stock import StockMovementKind
 from storefront.models.user import WalletEntryKind
+from storefront.services.stock import return_order_stock
 from storefront.services.wallet import credit_wallet
 
 # Every legal move; anything not listed here is refused.
@@ -146,21 +148,6 @@ async def select_orders_for_user(
     return list(orders), int(total or 0)
 
 
-async def restock_order_lines(session: AsyncSession, order_id: int) -> None:
-    """Put every line's quantity back on its product, in product-id order."""
-    quantities: dict[int, int] = {}
-    for line in await select_order_lines(session, order_id):
-        if line.product_id is not None:
-            quantities[line.product_id] = quantities.get(line.product_id, 0) + line.quantity
-    for product_id in sorted(quantities):
-        await session.execute(
-            update(Product)
-            .where(Product.id == product_id)
-            .values(stock=Product.stock + quantities[product_id])
-            .execution_options(synchronize_session=False)
-        )
-
-
 async def refund_order_to_wallet(
     session: AsyncSession, order_id: int, actor: str, now: datetime | None = None
 ) -> RefundResult:
@@ -185,5 +172,7 @@ async def refund_order_to_wallet(
             actor=actor,
         )
         balance_after_minor = ledger.balance_after_minor
-    await restock_order_lines(session, order_id)
+    await return_order_stock(
+        session, order_id, StockMovementKind.CANCEL, f"Order {order.number} refunded", now=now
+    )
     return RefundResult(order.number, order.total_minor, balance_after_minor)

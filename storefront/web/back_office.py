@@ -26,6 +26,8 @@ class NavLink:
 BACK_OFFICE_NAV = (
     NavLink("admin.index", "Dashboard"),
     NavLink("admin_products.products", "Products"),
+    NavLink("admin_categories.categories", "Categories"),
+    NavLink("admin_coupons.coupons", "Coupons"),
     NavLink("admin_audit.audit_log", "Audit"),
     NavLink("admin_emails.emails", "Emails"),
     NavLink("admin_roles.staff", "Staff"),

@@ -29,7 +29,7 @@ def _product_size(product: CatalogProduct) -> int:
 
 
 async def cached_categories(cache: PageCache) -> tuple[CatalogCategory, ...]:
-    """Every category, in the admin's order."""
+    """Active categories, in the admin's order."""
 
     async def build() -> tuple[tuple[CatalogCategory, ...], int]:
         categories = await select_categories(get_session())

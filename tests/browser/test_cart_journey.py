@@ -12,6 +12,8 @@ from storefront import create_app
 from storefront.db.engine import make_engine, make_sessionmaker
 from storefront.db.transactions import write_transaction
 from storefront.models import Base, Coupon, Product
+from storefront.services.stock import receive_stock
+from tests.fixtures_shop import TEST_STOCK_REASON
 from tests.live import app_test_config, served_over_http
 
 CHROMIUM = "/usr/bin/chromium"
@@ -54,21 +56,20 @@ async def _seed(database_url: str) -> tuple[int, int]:
                 name="Krobo Bead Necklace",
                 description="Glass beads from Odumase Krobo.",
                 price_minor=10_000,
-                stock=10,
             )
             kente = Product(
                 slug="kente-stole",
                 name="Kente Stole",
                 description="Handwoven in Bonwire.",
                 price_minor=5_000,
-                stock=10,
             )
-            soap = Product(
-                slug="black-soap", name="Black Soap", price_minor=1_500, stock=3, description=""
-            )
+            soap = Product(slug="black-soap", name="Black Soap", price_minor=1_500, description="")
             db_session.add_all([necklace, kente, soap])
             db_session.add(Coupon(code="WELCOME10", kind="percent", value=1000))
             await db_session.flush()
+            await receive_stock(
+                db_session, {necklace.id: 10, kente.id: 10, soap.id: 3}, TEST_STOCK_REASON
+            )
             return necklace.id, kente.id
     finally:
         await engine.dispose()

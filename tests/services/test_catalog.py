@@ -205,11 +205,13 @@ async def test_update_product_changes_fields_and_bumps(app, session, add_product
     before = await select_catalog_fingerprint(session)
     await session.rollback()
     async with sessionmaker_for(app)() as own, write_transaction(own):
-        assert await update_product(own, product.id, price_minor=6_500, stock=2)
+        assert await update_product(own, product.id, price_minor=6_500)
         assert not await update_product(own, product.id + 1000, price_minor=1)
     with pytest.raises(ValueError, match="not editable"):
         await update_product(session, product.id, id=99)
+    with pytest.raises(ValueError, match="not editable"):  # stock moves with its movement only
+        await update_product(session, product.id, stock=2)
     stored = await session.scalar(select(Product).where(Product.id == product.id))
-    assert (stored.price_minor, stored.stock) == (6_500, 2)
+    assert (stored.price_minor, stored.stock) == (6_500, 10)
     after = await select_catalog_fingerprint(session)
     assert after[0] == before[0] + 1

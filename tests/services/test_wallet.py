@@ -4,12 +4,13 @@ larger transaction."""
 import asyncio
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from storefront.db.engine import sessionmaker_for
 from storefront.db.transactions import write_transaction
-from storefront.models import Product, WalletEntry
+from storefront.models import StockMovementKind, WalletEntry
 from storefront.services import wallet as wallet_service
+from storefront.services.stock import move_stock
 from storefront.services.wallet import (
     DuplicateLedgerEntry,
     InsufficientBalance,
@@ -41,7 +42,7 @@ async def test_a_refused_debit_leaves_the_larger_transaction_usable(
     user = await make_user(balance_minor=1_000)
     product = await make_product(stock=5)
     async with sessionmaker_for(app)() as own, write_transaction(own):
-        await own.execute(update(Product).where(Product.id == product.id).values(stock=4))
+        await move_stock(own, product.id, -1, StockMovementKind.ADJUSTMENT, reason="count")
         with pytest.raises(InsufficientBalance) as refused:
             await debit_wallet(own, user.id, 1_001, kind="payment", source_reference="CW-900001")
         assert (refused.value.balance_minor, refused.value.shortfall_minor) == (1_000, 1)
@@ -60,7 +61,7 @@ async def test_a_refused_debit_then_rollback_changes_nothing(app, make_user, mak
     product = await make_product(stock=5)
     with pytest.raises(InsufficientBalance):
         async with sessionmaker_for(app)() as own, write_transaction(own):
-            await own.execute(update(Product).where(Product.id == product.id).values(stock=4))
+            await move_stock(own, product.id, -1, StockMovementKind.ADJUSTMENT, reason="count")
             await debit_wallet(own, user.id, 300, kind="payment", source_reference="CW-900003")
             await debit_wallet(own, user.id, 800, kind="payment", source_reference="CW-900004")
     assert (await wallet_of(session, user)).balance_minor == 1_000

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 
@@ -31,22 +31,11 @@ from storefront.services.checkout.refusals import (
 )
 from storefront.services.coupons import CouponError, evaluate_coupon, use_coupon
 from storefront.services.orders import next_order_number, provisional_order_number, transition_order
+from storefront.services.stock import SaleLine, SaleLineRefused, take_stock_for_sale
 from storefront.services.wallet import InsufficientBalance, WalletError, debit_wallet
 
-# Built once: checkout runs them for every order (TAKE_STOCK for every line), and building a
-# statement costs as much as sending it.
-_products = cast(Table, Product.__table__).c
-TAKE_STOCK = (
-    update(cast(Table, Product.__table__))
-    .where(
-        _products.id == bindparam("product_id"),
-        _products.stock >= bindparam("quantity"),
-        _products.is_active.is_(True),
-        _products.price_minor == bindparam("unit_price_minor"),
-    )
-    .values(stock=_products.stock - bindparam("quantity"))
-)
-
+# Built once: checkout runs them for every order, and building a statement costs as much as
+# sending it.
 _carts = cast(Table, Cart.__table__).c
 LOCK_OWN_CART = (
     select(_carts.id, _carts.coupon_code)
@@ -191,21 +180,15 @@ async def _take_stock_and_coupon(
 ) -> None:
     """The contended writes, last so their row locks are held only until the commit.
 
-    Stock goes down line by line in product-id order, only while there is enough, the product
-    is on sale and its price is still the one charged; then the coupon's use is counted.
+    Stock goes down line by line (take_stock_for_sale: only while there is enough, the product
+    is on sale and its price is still the one charged); then the coupon's use is counted.
     """
-    connection = await session.connection()
-    for line in sorted(plan.lines, key=lambda line: line.product_id):
-        result = await connection.execute(
-            TAKE_STOCK,
-            {
-                "product_id": line.product_id,
-                "quantity": line.quantity,
-                "unit_price_minor": line.unit_price_minor,
-            },
-        )
-        if result.rowcount != 1:
-            raise await _line_refusal(session, line)
+    sale = [SaleLine(line.product_id, line.quantity, line.unit_price_minor) for line in plan.lines]
+    try:
+        await take_stock_for_sale(session, order.id, order.number, sale, now)
+    except SaleLineRefused as refused:
+        line = next(line for line in plan.lines if line.product_id == refused.product_id)
+        raise await _line_refusal(session, line) from refused
     if plan.coupon_code:
         try:
             discount_minor = await use_coupon(

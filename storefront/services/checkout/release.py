@@ -7,21 +7,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from storefront.models import Cart, CartItem, Order, OrderLine, Product
 from storefront.models.order import OrderStatus
+from storefront.models.stock import StockMovementKind
 from storefront.services.checkout.placement import lock_cart
 from storefront.services.checkout.refusals import EmptyCart
 from storefront.services.coupons import release_coupon_use
-from storefront.services.orders import restock_order_lines, transition_order
+from storefront.services.orders import transition_order
+from storefront.services.stock import return_order_stock
 
 
 async def release_order_reservation(
     session: AsyncSession, order_id: int, now: datetime | None = None
 ) -> None:
-    """Undo a reservation whose payment failed: restock, give the coupon use back, cancel."""
+    """Undo a reservation whose payment failed: cancel, give the stock and the coupon use back."""
     await transition_order(
         session, order_id, OrderStatus.PENDING_PAYMENT, OrderStatus.CANCELLED, now
     )
-    await restock_order_lines(session, order_id)
-    coupon_code = await session.scalar(select(Order.coupon_code).where(Order.id == order_id))
+    number, coupon_code = (
+        await session.execute(select(Order.number, Order.coupon_code).where(Order.id == order_id))
+    ).one()
+    reason = f"Order {number} was not paid: its reservation went back on sale"
+    await return_order_stock(session, order_id, StockMovementKind.RELEASE, reason, now=now)
     if coupon_code:
         await release_coupon_use(session, coupon_code, order_id)
 
