@@ -175,7 +175,7 @@ async def test_staff_create_a_product_without_javascript(app, client, staff_clie
     )
     page = await text_of(await staff_client.get(response.headers["Location"]))
     assert "Created “Kente Stole”. Add its photos and stock below." in status_line(page)
-    assert 'id="stock"' in page and 'id="photos"' in page
+    assert 'id="product-stock"' in page and 'id="photos"' in page
 
     [entry] = await audit_entries(app)
     assert (entry.actor_id, entry.action, entry.record_type, entry.record_id) == (
@@ -467,5 +467,6 @@ async def test_the_new_product_page_and_the_edit_page(staff_client, add_category
     assert f'action="/admin/products/{product.id}"' in page
     assert f'action="/admin/products/{product.id}/images"' in page
     assert 'name="image"' in page and 'enctype="multipart/form-data"' in page
-    stock = page.split('<section id="stock"')[1].split("</section>")[0]
-    assert "<strong>3</strong> in stock" in stock and "running low" in stock
+    stock = page.split('<section id="product-stock"')[1].split("</section>")[0]
+    assert '<span class="stock-count">3</span>' in stock and "low (threshold" in stock
+    assert 'name="change"' in stock and 'name="reason"' in stock
