@@ -298,7 +298,7 @@ async def create_product(session: AsyncSession, actor: User, details: ProductDet
     async def insert_product(slug: str) -> None:
         values = _column_values(details, slug)
         product_id = await session.scalar(
-            insert(Product).values(**values, stock=0, image="").returning(Product.id)
+            insert(Product).values(**values, image="").returning(Product.id)
         )
         assert product_id is not None
         created.append(product_id)
